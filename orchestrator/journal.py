@@ -1,0 +1,466 @@
+"""The release journal: every step written before it runs (intent) and when it ends (outcome).
+
+SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL (one transaction per record, the
+lock also held as an advisory lock). The schema is versioned by the orchestrator's own Alembic
+scripts in `journal_migrations/`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+
+from .errors import InputError, JournalError, LockHeld
+from .secrets import mask_url
+
+MIGRATIONS = Path(__file__).parent / "journal_migrations"
+STALE_HEARTBEAT = 120.0  # a foreign host's lock not refreshed for this long is reported stale
+ADVISORY_KEY = 0x72656C65  # "rele"
+
+md = sa.MetaData()
+releases = sa.Table(
+    "releases", md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128)), sa.Column("state", sa.String(16)),
+    sa.Column("revert_state", sa.String(16)), sa.Column("previous", sa.String(128)),
+    sa.Column("started_at", sa.Float), sa.Column("finished_at", sa.Float),
+    sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
+    sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text), sa.Column("message", sa.Text),
+)
+steps = sa.Table(
+    "steps", md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("release_id", sa.Integer), sa.Column("phase", sa.String(8)),
+    sa.Column("node", sa.String(128)), sa.Column("kind", sa.String(16)), sa.Column("host", sa.String(128)),
+    sa.Column("action", sa.String(16)), sa.Column("revision", sa.String(64)),
+    sa.Column("before", sa.String(128)), sa.Column("after", sa.String(128)),
+    sa.Column("status", sa.String(16)), sa.Column("exit_code", sa.Integer),
+    sa.Column("stdout", sa.Text), sa.Column("stderr", sa.Text), sa.Column("detail", sa.Text),
+    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
+)
+archives = sa.Table(
+    "archives", md,
+    sa.Column("release_id", sa.Integer, primary_key=True), sa.Column("node", sa.String(128), primary_key=True),
+    sa.Column("files", sa.Text),
+)
+current_versions = sa.Table(
+    "current_versions", md,
+    sa.Column("node", sa.String(128), primary_key=True), sa.Column("host", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(128)), sa.Column("release_id", sa.Integer),
+)
+lock_table = sa.Table(
+    "lock", md,
+    sa.Column("id", sa.Integer, primary_key=True), sa.Column("lock_id", sa.String(64)),
+    sa.Column("owner", sa.String(255)), sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
+    sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255)),
+    sa.Column("since", sa.Float), sa.Column("heartbeat", sa.Float),
+)
+events = sa.Table(
+    "events", md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("ts", sa.Float),
+    sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
+)
+
+# Release states (SPEC §4).
+IN_PROGRESS, APPLIED, FAILED, INTERRUPTED, REVERTED = "in_progress", "applied", "failed", "interrupted", "reverted"
+# Step statuses: an `intent` row with no outcome is in doubt: it may have happened.
+INTENT, OK, FAILED_STEP = "intent", "ok", "failed"
+
+
+@dataclass(frozen=True)
+class Release:
+    id: int
+    name: str
+    state: str
+    revert_state: str | None
+    previous: str | None
+    started_at: float
+    finished_at: float | None
+    hostname: str | None
+    pid: int | None
+    proc_start: float | None
+    manifests: dict[str, Any]
+    message: str | None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: int
+    release_id: int
+    phase: str
+    node: str
+    kind: str
+    host: str | None
+    action: str
+    revision: str | None
+    before: str | None
+    after: str | None
+    status: str
+    exit_code: int | None
+    stdout: str | None
+    stderr: str | None
+    detail: str | None
+    started_at: float
+    ended_at: float | None
+
+    @property
+    def in_doubt(self) -> bool:
+        return self.status == INTENT
+
+
+def default_url(project_root: Path) -> str:
+    return f"sqlite:///{project_root / '.release' / 'journal.db'}"
+
+
+def process_start(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Same PID and same start time: PIDs are reused, start times tell them apart."""
+    if pid is None:
+        return False
+    now_start = process_start(pid)
+    if now_start is None:
+        return False
+    return started is None or abs(now_start - started) < 1.0
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://"):]
+    return url
+
+
+class Journal:
+    """One journal database. Build with `Journal.open`; read-only callers pass create=False."""
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.hostname = socket.gethostname()
+        self._lock_conn: sa.Connection | None = None
+        self.lock_id: str | None = None
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, create: bool) -> "Journal | None":
+        """The journal at `url`; None when it does not exist and `create` is False (plan, status)."""
+        url = _normalise_url(url)
+        is_sqlite = url.startswith("sqlite")
+        if is_sqlite:
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                p = Path(path)
+                if not p.exists():
+                    if not create:
+                        return None
+                    p.parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn):  # noqa: ANN001
+                # IMMEDIATE takes the write lock up front, so two processes never interleave a
+                # read-check-write such as taking the release lock.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        journal = cls(engine, url)
+        try:
+            journal._check_schema(create=create)
+        except JournalError:
+            engine.dispose()
+            raise
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise JournalError(f"journal {mask_url(url)}: cannot be opened: {exc.orig}") from None
+        except sa.exc.DatabaseError as exc:
+            engine.dispose()
+            raise JournalError(f"journal {mask_url(url)}: is not a journal database: {exc.orig}") from None
+        if not create and not journal._has_schema():
+            engine.dispose()
+            return None
+        return journal
+
+    def _has_schema(self) -> bool:
+        return sa.inspect(self.engine).has_table("releases")
+
+    def _check_schema(self, *, create: bool) -> None:
+        script = ScriptDirectory(str(MIGRATIONS))
+        known = {r.revision for r in script.walk_revisions()}
+        with self.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            heads = MigrationContext.configure(conn).get_current_heads()
+        if tables and "alembic_version" not in tables:
+            raise JournalError(f"journal {mask_url(self.url)}: is not a journal (tables: {', '.join(sorted(tables))})")
+        unknown = [h for h in heads if h not in known]
+        if unknown:
+            raise JournalError(
+                f"journal {mask_url(self.url)}: schema revision {', '.join(unknown)} is newer than this "
+                "release tool knows; upgrade the tool"
+            )
+        if create and tuple(heads) != tuple(script.get_heads()):
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                alembic_command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+        self.engine.dispose()
+
+    # -- releases ----------------------------------------------------------------------------
+
+    def _release(self, row: Any) -> Release:
+        state = row.state
+        # SPEC §4: an in_progress release whose process is gone reads as interrupted.
+        if state == IN_PROGRESS and row.hostname == self.hostname and not process_alive(row.pid, row.proc_start):
+            state = INTERRUPTED
+        return Release(
+            id=row.id, name=row.name, state=state, revert_state=row.revert_state, previous=row.previous,
+            started_at=row.started_at, finished_at=row.finished_at, hostname=row.hostname, pid=row.pid,
+            proc_start=row.proc_start, manifests=json.loads(row.manifests or "{}"), message=row.message,
+        )
+
+    def releases(self, limit: int | None = None) -> list[Release]:
+        q = sa.select(releases).order_by(releases.c.id.desc())
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._release(r) for r in conn.execute(q)]
+
+    def latest(self) -> Release | None:
+        found = self.releases(limit=1)
+        return found[0] if found else None
+
+    def get(self, release_id: int) -> Release:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(releases).where(releases.c.id == release_id)).one()
+        return self._release(row)
+
+    def last_applied_name(self) -> str | None:
+        """The newest release whose changes are in place (applied, not reverted)."""
+        for r in self.releases():
+            if r.state == APPLIED:
+                return r.name
+        return None
+
+    def begin_release(self, name: str, previous: str | None, manifests: dict[str, Any]) -> int:
+        pid = os.getpid()
+        with self.engine.begin() as conn:
+            res = conn.execute(releases.insert().values(
+                name=name, state=IN_PROGRESS, previous=previous, started_at=time.time(),
+                hostname=self.hostname, pid=pid, proc_start=process_start(pid),
+                manifests=json.dumps(manifests),
+            ))
+            return int(res.inserted_primary_key[0])
+
+    def claim_release(self, release_id: int) -> None:
+        """A resumed apply or a revert: this process now owns the record."""
+        pid = os.getpid()
+        with self.engine.begin() as conn:
+            conn.execute(releases.update().where(releases.c.id == release_id).values(
+                hostname=self.hostname, pid=pid, proc_start=process_start(pid)))
+
+    def set_state(self, release_id: int, state: str | None = None, *, revert_state: str | None = None,
+                  message: str | None = None) -> None:
+        values: dict[str, Any] = {"finished_at": time.time()}
+        if state is not None:
+            values["state"] = state
+        if revert_state is not None:
+            values["revert_state"] = revert_state
+        if message is not None:
+            values["message"] = message
+        with self.engine.begin() as conn:
+            conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
+
+    def log_event(self, release_id: int | None, name: str, detail: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(events.insert().values(ts=time.time(), release_id=release_id, event=name, detail=detail))
+
+    def events(self, release_id: int | None = None) -> list[tuple[str, str]]:
+        q = sa.select(events.c.event, events.c.detail).order_by(events.c.id)
+        if release_id is not None:
+            q = q.where(events.c.release_id == release_id)
+        with self.engine.connect() as conn:
+            return [(r.event, r.detail) for r in conn.execute(q)]
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def intent(self, release_id: int, *, phase: str, node: str, kind: str, action: str,
+               host: str | None = None, revision: str | None = None,
+               before: str | None = None, after: str | None = None) -> int:
+        """Committed before the step runs: after a crash, this row says the step may have happened."""
+        with self.engine.begin() as conn:
+            res = conn.execute(steps.insert().values(
+                release_id=release_id, phase=phase, node=node, kind=kind, host=host, action=action,
+                revision=revision, before=before, after=after, status=INTENT, started_at=time.time(),
+            ))
+            return int(res.inserted_primary_key[0])
+
+    def outcome(self, step_id: int, status: str, *, exit_code: int | None = None, stdout: str = "",
+                stderr: str = "", detail: str | None = None, in_place: tuple[str, str, str | None] | None = None,
+                release_id: int | None = None) -> None:
+        """The step's end; `in_place` (node, host, version) updates what is deployed, atomically."""
+        with self.engine.begin() as conn:
+            conn.execute(steps.update().where(steps.c.id == step_id).values(
+                status=status, exit_code=exit_code, stdout=stdout, stderr=stderr, detail=detail,
+                ended_at=time.time(),
+            ))
+            if in_place is not None:
+                node, host, version = in_place
+                key = (current_versions.c.node == node) & (current_versions.c.host == host)
+                conn.execute(current_versions.delete().where(key))
+                if version is not None:
+                    conn.execute(current_versions.insert().values(
+                        node=node, host=host, version=version, release_id=release_id))
+
+    def steps(self, release_id: int, phase: str | None = None) -> list[Step]:
+        q = sa.select(steps).where(steps.c.release_id == release_id).order_by(steps.c.id)
+        if phase:
+            q = q.where(steps.c.phase == phase)
+        with self.engine.connect() as conn:
+            return [Step(**r._mapping) for r in conn.execute(q)]
+
+    def current_versions(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(current_versions)):
+                out.setdefault(r.node, {})[r.host] = r.version
+        return out
+
+    def archive(self, release_id: int, node: str, files: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(archives.delete().where((archives.c.release_id == release_id) & (archives.c.node == node)))
+            conn.execute(archives.insert().values(release_id=release_id, node=node, files=json.dumps(files)))
+
+    def archived(self, release_id: int, node: str) -> dict[str, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(archives.c.files).where(
+                (archives.c.release_id == release_id) & (archives.c.node == node))).first()
+        return json.loads(row.files) if row else None
+
+    # -- the lock ----------------------------------------------------------------------------
+
+    def acquire_lock(self, command: str, *, wait: float = 0.0) -> str:
+        """Take the one release lock of this journal, or raise LockHeld naming the holder."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._try_lock(command)
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+    def _try_lock(self, command: str) -> str:
+        pid = os.getpid()
+        is_pg = self.engine.dialect.name == "postgresql"
+        if is_pg and self._lock_conn is None:
+            conn = self.engine.connect()
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                raise LockHeld(self._holder_message(self._lock_row(), stale=False))
+            self._lock_conn = conn
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(lock_table)).first()
+            if row is not None:
+                # On PostgreSQL the advisory lock is the truth: holding it means the old holder's
+                # session is gone. On SQLite a holder on this machine is checked by PID and start time.
+                dead = is_pg or (row.hostname == self.hostname and not process_alive(row.pid, row.proc_start))
+                if not dead:
+                    stale = row.hostname != self.hostname and time.time() - row.heartbeat > STALE_HEARTBEAT
+                    raise LockHeld(self._holder_message(row, stale=stale))
+                conn.execute(lock_table.delete())
+                conn.execute(events.insert().values(
+                    ts=time.time(), event="lock_takeover",
+                    detail=f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
+                    f"({row.command}), whose process is gone"))
+            lock_id = uuid.uuid4().hex[:12]
+            now = time.time()
+            conn.execute(lock_table.insert().values(
+                id=1, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
+                proc_start=process_start(pid), command=command, since=now, heartbeat=now))
+        self.lock_id = lock_id
+        return lock_id
+
+    def _lock_row(self) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(lock_table)).first()
+
+    @staticmethod
+    def _holder_message(row: Any, *, stale: bool) -> str:
+        if row is None:
+            return "the release lock is held by another process (PostgreSQL advisory lock)"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.since))
+        msg = (f"the release lock {row.lock_id} is held by {row.owner}@{row.hostname} pid {row.pid} "
+               f"({row.command}) since {since}")
+        if stale:
+            msg += (f"; its heartbeat is {time.time() - row.heartbeat:.0f}s old, so it looks stale: if that "
+                    f"process is really gone, run `release unlock {row.lock_id}`")
+        return msg
+
+    def heartbeat(self) -> None:
+        if self.lock_id is None:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(lock_table.update().where(lock_table.c.lock_id == self.lock_id).values(heartbeat=time.time()))
+
+    def release_lock(self) -> None:
+        if self.lock_id is not None:
+            with self.engine.begin() as conn:
+                conn.execute(lock_table.delete().where(lock_table.c.lock_id == self.lock_id))
+            self.lock_id = None
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+
+    def current_lock(self) -> dict[str, Any] | None:
+        row = self._lock_row()
+        return dict(row._mapping) if row else None
+
+    def unlock(self, lock_id: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(lock_table)).first()
+            if row is None:
+                raise InputError("there is no release lock to remove")
+            if row.lock_id != lock_id:
+                raise InputError(f"lock id {lock_id!r} does not match the lock held ({row.lock_id}); nothing removed")
+            conn.execute(lock_table.delete())
+            conn.execute(events.insert().values(
+                ts=time.time(), event="unlock",
+                detail=f"lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} removed by hand"))

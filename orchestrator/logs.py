@@ -1,0 +1,96 @@
+"""Structured logs (structlog): console lines on stderr, and one JSON object per line in the
+run's `.release/logs/<release>-<time>.jsonl`. Every event carries release, node and host."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from .secrets import mask_value
+
+_state: dict[str, Any] = {"file": None, "console_level": 20, "format": "console"}
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def _ensure_keys(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in ("release", "node", "host"):
+        event.setdefault(key, None)
+    return event
+
+
+def _mask(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    return mask_value(event)  # type: ignore[return-value]
+
+
+def _console_line(event: dict[str, Any]) -> str:
+    ts = event["ts"][11:19]
+    where = event.get("node") or ""
+    if event.get("host"):
+        where += f"@{event['host']}"
+    extras = " ".join(
+        f"{k}={v}" for k, v in event.items()
+        if k not in ("ts", "level", "event", "release", "node", "host") and v not in (None, "")
+    )
+    return f"{ts} {event['level']:<7} {event['event']:<18} {where:<24} {extras}".rstrip()
+
+
+def _sink(_logger: Any, _method: str, event: dict[str, Any]) -> Any:
+    fh: TextIO | None = _state["file"]
+    if fh is not None:
+        fh.write(json.dumps(event, default=str) + "\n")
+        fh.flush()
+    if LEVELS.get(event["level"], 20) >= _state["console_level"]:
+        if _state["format"] == "json":
+            sys.stderr.write(json.dumps(event, default=str) + "\n")
+        else:
+            sys.stderr.write(_console_line(event) + "\n")
+        sys.stderr.flush()
+    raise structlog.DropEvent
+
+
+def configure(verbosity: int = 0, log_format: str = "console") -> None:
+    _state["console_level"] = 10 if verbosity > 0 else 20
+    _state["format"] = log_format
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            _ensure_keys,
+            _mask,
+            _sink,
+        ],
+        cache_logger_on_first_use=False,
+    )
+
+
+def open_run_log(project_root: Path, release: str) -> Path:
+    """Start this run's JSONL file; closed by `close_run_log`."""
+    logs = project_root / ".release" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    # Microseconds keep two runs in the same second apart; the action is in every event.
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    path = logs / f"{release}-{stamp}.jsonl"
+    close_run_log()
+    _state["file"] = path.open("a", encoding="utf-8")
+    return path
+
+
+def close_run_log() -> None:
+    fh = _state["file"]
+    if fh is not None:
+        fh.close()
+        _state["file"] = None
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger().bind(**bound)
+
+
+configure()

@@ -1,0 +1,275 @@
+"""Manifests: `services.d/*.yaml` and `services.d/hosts.yaml` loaded into pydantic models.
+
+Every problem is collected and reported at once, each naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InputError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+MANIFEST_DIR = "services.d"
+INVENTORY_FILE = "hosts.yaml"
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError(f"{what} {value!r} does not match {NAME_RE.pattern}")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostSpec(_Strict):
+    transport: Literal["local", "ssh"] | None = None
+    root: str | None = None  # local hosts: the directory; default .release/hosts/<name>
+    address: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    identity: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout: float = Field(10, gt=0)
+    keepalive_interval: float = Field(5, gt=0)
+    keepalive_count_max: int = Field(3, ge=1)
+    jump: str | None = None  # another inventory host, used as ProxyJump
+
+    @property
+    def kind(self) -> str:
+        if self.transport:
+            return self.transport
+        return "ssh" if self.address else "local"
+
+
+class Inventory(_Strict):
+    hosts: dict[str, HostSpec] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("hosts", "groups")
+    @classmethod
+    def _names(cls, value: dict) -> dict:
+        for key in value:
+            check_name(key, "host or group name")
+        return value
+
+
+class ServiceSpec(_Strict):
+    name: str
+    kind: Literal["service"] = "service"
+    version: str | None = None
+    hosts: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    deploy: str
+    revert: str | None = None
+    health: str | None = None
+    health_retries: int = Field(0, ge=0)
+    health_interval: float = Field(2, ge=0)
+    max_parallel: int | str = 1
+    timeout: float = Field(300, gt=0)
+
+    _check_name = field_validator("name")(lambda v: check_name(v))
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(str(v), "version")
+
+    @field_validator("max_parallel")
+    @classmethod
+    def _max_parallel(cls, v: int | str) -> int | str:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("must be at least 1")
+            return v
+        m = re.fullmatch(r"(\d{1,3})%", v.strip())
+        if not m or not 0 < int(m.group(1)) <= 100:
+            raise ValueError(f"{v!r} is neither an integer nor a percentage like '50%'")
+        return v.strip()
+
+    def batch_size(self, host_count: int) -> int:
+        if isinstance(self.max_parallel, int):
+            return self.max_parallel
+        pct = int(self.max_parallel[:-1])
+        return max(1, math.ceil(host_count * pct / 100))
+
+
+class DatabaseSpec(_Strict):
+    name: str
+    kind: Literal["database"]
+    url: str
+    migrations: str
+    target: str = "head"
+    depends_on: list[str] = Field(default_factory=list)
+    timeout: float = Field(600, gt=0)
+
+    _check_name = field_validator("name")(lambda v: check_name(v))
+
+
+NodeSpec = Union[ServiceSpec, DatabaseSpec]
+
+
+@dataclass
+class Project:
+    """A release repository, loaded. `sources` are the manifest texts (journaled with a release)."""
+
+    root: Path
+    inventory: Inventory
+    nodes: dict[str, NodeSpec]
+    files: dict[str, str]  # node name -> manifest path relative to root
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def services(self) -> dict[str, ServiceSpec]:
+        return {n: s for n, s in self.nodes.items() if isinstance(s, ServiceSpec)}
+
+    @property
+    def databases(self) -> dict[str, DatabaseSpec]:
+        return {n: s for n, s in self.nodes.items() if isinstance(s, DatabaseSpec)}
+
+    def hosts_of(self, service: ServiceSpec) -> list[str]:
+        """Group names expanded, order kept, duplicates dropped."""
+        out: list[str] = []
+        for ref in service.hosts:
+            for h in self.inventory.groups.get(ref, [ref]):
+                if h not in out:
+                    out.append(h)
+        return out
+
+    def local_root(self, host: str) -> Path:
+        spec = self.inventory.hosts[host]
+        if spec.root:
+            return (self.root / os.path.expanduser(spec.root)).resolve()
+        return self.root / ".release" / "hosts" / host
+
+
+def _format_validation(path: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        out.append(f"{path}: {loc}: {msg}")
+    return out
+
+
+def read_sources(root: Path) -> dict[str, str]:
+    """All manifest texts under services.d, keyed by their path relative to the project."""
+    mdir = root / MANIFEST_DIR
+    if not mdir.is_dir():
+        raise InputError(f"{mdir}: no {MANIFEST_DIR}/ directory here (use -C to name the project)")
+    files = sorted(p for p in mdir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return {f"{MANIFEST_DIR}/{p.name}": p.read_text() for p in files}
+
+
+def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Project:
+    """Parse manifests (from disk, or from journaled `sources`) into a Project.
+
+    Raises InputError listing every problem found, each prefixed by its file.
+    """
+    root = Path(root).resolve()
+    if sources is None:
+        sources = read_sources(root)
+    problems: list[str] = []
+    inventory = Inventory()
+    nodes: dict[str, NodeSpec] = {}
+    files: dict[str, str] = {}
+    inv_path = f"{MANIFEST_DIR}/{INVENTORY_FILE}"
+
+    for path, text in sources.items():
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "(file)"
+            problems.append(f"{path}: {where}: malformed YAML: {getattr(exc, 'problem', exc)}")
+            continue
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            problems.append(f"{path}: (file): expected a mapping, got {type(data).__name__}")
+            continue
+        if path == inv_path:
+            try:
+                inventory = Inventory.model_validate(data)
+            except ValidationError as exc:
+                problems.extend(_format_validation(path, exc))
+            continue
+        data.setdefault("name", Path(path).stem)
+        for key in ("version",):
+            if key in data and isinstance(data[key], (int, float)):
+                data[key] = str(data[key])
+        model = DatabaseSpec if data.get("kind") == "database" else ServiceSpec
+        if data.get("kind") not in (None, "service", "database"):
+            problems.append(f"{path}: kind: must be 'service' or 'database', not {data.get('kind')!r}")
+            continue
+        try:
+            spec = model.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_format_validation(path, exc))
+            continue
+        if spec.name in nodes:
+            problems.append(f"{path}: name: duplicate name {spec.name!r} (also in {files[spec.name]})")
+            continue
+        nodes[spec.name] = spec
+        files[spec.name] = path
+
+    if inv_path not in sources:
+        problems.append(f"{inv_path}: (file): the inventory is missing")
+    project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources))
+    problems.extend(_check_references(project, inv_path))
+    if problems:
+        raise InputError("invalid manifests", problems=problems)
+    return project
+
+
+def _check_references(project: Project, inv_path: str) -> list[str]:
+    problems = []
+    inv = project.inventory
+    for group, members in inv.groups.items():
+        if group in inv.hosts:
+            problems.append(f"{inv_path}: groups.{group}: a host has the same name")
+        for m in members:
+            if m not in inv.hosts:
+                problems.append(f"{inv_path}: groups.{group}: unknown host {m!r}")
+    for name, spec in inv.hosts.items():
+        if spec.kind == "ssh" and not spec.address:
+            problems.append(f"{inv_path}: hosts.{name}.address: required for an ssh host")
+        if spec.jump and spec.jump not in inv.hosts:
+            problems.append(f"{inv_path}: hosts.{name}.jump: unknown host {spec.jump!r}")
+    for name, spec in project.nodes.items():
+        path = project.files[name]
+        if name in inv.hosts or name in inv.groups:
+            pass  # node and host namespaces are separate
+        for dep in spec.depends_on:
+            if dep not in project.nodes:
+                problems.append(f"{path}: depends_on: unknown node {dep!r}")
+            elif dep == name:
+                problems.append(f"{path}: depends_on: {name!r} depends on itself")
+        if isinstance(spec, ServiceSpec):
+            if not spec.hosts:
+                problems.append(f"{path}: hosts: service {name!r} has no hosts")
+            for ref in spec.hosts:
+                if ref not in inv.hosts and ref not in inv.groups:
+                    problems.append(f"{path}: hosts: unknown host or group {ref!r}")
+        else:
+            for dep in spec.depends_on:
+                if dep in project.services:
+                    problems.append(f"{path}: depends_on: a database cannot depend on service {dep!r}")
+    return problems

@@ -1,0 +1,191 @@
+"""The plan: desired state (release name, migration targets) against what is in place now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from . import graph as graphs
+from .errors import InputError, ReleaseError
+from .journal import FAILED, IN_PROGRESS, INTERRUPTED, Journal
+from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec
+from .migrations import MigrationRunner, resolve_url, risks
+
+DEPLOY, MIGRATE, UNCHANGED = "deploy", "migrate", "unchanged"
+
+
+@dataclass
+class PlanStep:
+    node: str
+    kind: str
+    action: str
+    from_: str | None
+    to: str | None
+    hosts: list[str] = field(default_factory=list)  # services: every host of the service
+    current: dict[str, str | None] = field(default_factory=dict)  # services: version per host
+    targets: list[str] = field(default_factory=list)  # services: the hosts that will change
+    revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
+    reversible: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.node, "kind": self.kind, "action": self.action,
+                               "from": self.from_, "to": self.to}
+        if self.kind == "service":
+            out["hosts"] = self.hosts
+            out["current"] = self.current
+        else:
+            out["revisions"] = self.revisions
+            out["reversible"] = self.reversible
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
+
+
+@dataclass
+class Plan:
+    release: str
+    previous: str | None
+    waves: list[list[str]]
+    steps: list[PlanStep]
+    graph: nx.DiGraph
+    project: Project
+    resume_of: int | None = None  # the release record an apply of this plan continues
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[PlanStep]:
+        return [s for s in self.steps if s.action != UNCHANGED]
+
+    def step(self, node: str) -> PlanStep:
+        return next(s for s in self.steps if s.node == node)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "previous": self.previous, "waves": self.waves,
+                "steps": [s.to_json() for s in self.steps]}
+
+
+def check_release_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InputError(f"release name {name!r} does not match {NAME_RE.pattern}")
+    return name
+
+
+def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | None = None) -> MigrationRunner:
+    url = resolve_url(spec.url, project.root, node=spec.name)
+    return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations))
+
+
+def check_migrations(project: Project) -> None:
+    """Every database's script directory and target revision, all problems at once."""
+    problems = []
+    for name, spec in project.databases.items():
+        try:
+            runner = runner_for(project, spec)
+            runner.check_scripts()
+            runner.resolve_target(spec.target)
+        except ReleaseError as exc:
+            problems.append(f"{project.files[name]}: migrations: {exc}")
+    if problems:
+        raise InputError("invalid migrations", problems=problems)
+
+
+def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[str, dict[str, str]],
+                  forced: bool) -> PlanStep:
+    hosts = project.hosts_of(spec)
+    want = spec.version or name
+    now = {h: current.get(spec.name, {}).get(h) for h in hosts}
+    distinct = set(now.values())
+    from_ = next(iter(distinct)) if len(distinct) == 1 else None
+    targets = [h for h in hosts if forced or now[h] != want]
+    return PlanStep(spec.name, "service", DEPLOY if targets else UNCHANGED, from_, want,
+                    hosts=hosts, current=now, targets=targets)
+
+
+def _database_step(project: Project, spec: DatabaseSpec) -> PlanStep:
+    runner = runner_for(project, spec)
+    target = runner.resolve_target(spec.target)
+    heads = runner.current_heads()
+    if len(heads) > 1:
+        raise InputError(f"{project.files[spec.name]}: database {spec.name} has several heads in place: {', '.join(heads)}")
+    current = heads[0] if heads else None
+    if current == target:
+        return PlanStep(spec.name, "database", UNCHANGED, current, target)
+    hops = runner.hops(current, target)
+    step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
+    step.reversible = all(runner.is_reversible(h.revision) for h in hops if h.direction == "upgrade")
+    if not step.reversible:
+        bad = [h.revision for h in hops if h.direction == "upgrade" and not runner.is_reversible(h.revision)]
+        step.warnings.append(f"irreversible: {', '.join(bad)} cannot be downgraded by `release revert`")
+    try:
+        step.warnings.extend(risks(runner.offline_sql(current, target), runner.dialect))
+    except ReleaseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - offline SQL is advisory; a script that cannot render still migrates
+        step.warnings.append(f"could not render offline SQL to check risks: {exc}")
+    return step
+
+
+def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: str,
+              force: tuple[str, ...] = ()) -> Plan:
+    check_release_name(name)
+    unknown = [f for f in force if f not in project.nodes]
+    if unknown:
+        raise InputError(f"--force names unknown node(s): {', '.join(unknown)}")
+    current = journal.current_versions() if journal else {}
+    latest = journal.latest() if journal else None
+    previous = journal.last_applied_name() if journal else None
+    resume_of = None
+    notes = []
+    if latest and latest.name == name and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
+        resume_of = latest.id
+        previous = latest.previous
+        notes.append(f"continues release {name} ({latest.state}): steps already done are skipped")
+    elif latest and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
+        notes.append(f"release {latest.name} is {latest.state}: run `release revert` first "
+                     f"(or apply it again to continue it)")
+    steps = []
+    for node in graphs.order(g):
+        spec = project.nodes[node]
+        if isinstance(spec, ServiceSpec):
+            steps.append(_service_step(project, spec, name, current, node in force))
+        else:
+            steps.append(_database_step(project, spec))
+    return Plan(release=name, previous=previous, waves=graphs.waves(g), steps=steps, graph=g,
+                project=project, resume_of=resume_of, notes=notes)
+
+
+def render(plan: Plan) -> str:
+    """Human output, in the manner of `terraform plan`."""
+    lines = [f"release {plan.release}" + (f" (previous: {plan.previous})" if plan.previous else " (first release)")]
+    lines += [f"note: {n}" for n in plan.notes]
+    by_node = {s.node: s for s in plan.steps}
+    for i, wave in enumerate(plan.waves, 1):
+        lines.append(f"wave {i}:")
+        for node in wave:
+            s = by_node[node]
+            if s.kind == "database":
+                if s.action == UNCHANGED:
+                    lines.append(f"    {s.node} at {s.to or 'base'} (unchanged)")
+                else:
+                    lines.append(f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {', '.join(s.revisions)}")
+            elif s.action == UNCHANGED:
+                lines.append(f"    {s.node} {s.to} on {', '.join(s.hosts)} (unchanged)")
+            else:
+                sign = "+" if all(v is None for v in s.current.values()) else "~"
+                lines.append(f"  {sign} {s.node} {s.from_ or 'none' if s.from_ or len(set(s.current.values())) == 1 else 'mixed'}"
+                             f" -> {s.to} on {', '.join(s.targets)}")
+            lines += [f"      ! {w}" for w in s.warnings]
+    deploys = [s for s in plan.changes if s.kind == "service"]
+    migrates = [s for s in plan.changes if s.kind == "database"]
+    unchanged = len(plan.steps) - len(plan.changes)
+    if not plan.changes:
+        lines.append("No changes: everything is already at the release's versions.")
+    else:
+        hosts = sum(len(s.targets) for s in deploys)
+        lines.append(f"Plan: {len(migrates)} to migrate, {len(deploys)} to deploy on {hosts} host(s), "
+                     f"{unchanged} unchanged.")
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Secrets never print: URL passwords and values of variables named like passwords or tokens."""
+
+from __future__ import annotations
+
+import os
+import re
+
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)")
+MASK = "***"
+
+
+class MaskString(str):
+    """A str whose repr and str show it masked; `.reveal()` gives the real value."""
+
+    def __new__(cls, value: str) -> "MaskString":
+        obj = super().__new__(cls, mask_text(value))
+        obj._real = value
+        return obj
+
+    def reveal(self) -> str:
+        return self._real
+
+
+def mask_url(url: str) -> str:
+    return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], url)
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables whose names say they are secret (longest first)."""
+    vals = [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 4]
+    return sorted(set(vals), key=len, reverse=True)
+
+
+def mask_text(text: str) -> str:
+    if not text:
+        return text
+    text = mask_url(text)
+    for value in secret_values():
+        text = text.replace(value, MASK)
+    return text
+
+
+def mask_value(value: object) -> object:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and SECRET_NAME.search(k) else mask_value(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_value(v) for v in value)
+    return value

@@ -1,0 +1,80 @@
+"""A `local` host: a directory on this machine; commands run as `sh -c` subprocesses there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from .base import Command, CommandResult, Transport, tail
+
+KILL_GRACE = 3.0
+
+
+def _shield_from_ctrl_c() -> None:
+    # The child stays in our process group (a crash of the group takes it along), but ignores the
+    # terminal's SIGINT so that Ctrl-C lets a running command finish (SPEC §2). An ignored signal
+    # stays ignored across exec, including in `sh`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (they share our process group, so no killpg)."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+class LocalTransport(Transport):
+    def __init__(self, name: str, root: Path, project_dir: Path) -> None:
+        self.name = name
+        self.root = Path(root)
+        self.project_dir = Path(project_dir)
+        self._running: set[int] = set()
+
+    async def connect(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    async def run(self, command: Command) -> CommandResult:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(command.env)
+        env["RELEASE_PROJECT_DIR"] = str(self.project_dir)
+        start = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", command.script, cwd=self.root, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_shield_from_ctrl_c,
+        )
+        self._running.add(proc.pid)
+        try:
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), command.timeout)
+            except asyncio.TimeoutError:
+                kill_tree(proc.pid)
+                try:
+                    out, err = await asyncio.wait_for(proc.communicate(), KILL_GRACE)
+                except asyncio.TimeoutError:  # a daemonised grandchild holds the pipes open
+                    out, err = b"", b""
+                return CommandResult(None, tail(out), tail(err), time.monotonic() - start, timed_out=True)
+            except asyncio.CancelledError:
+                kill_tree(proc.pid)
+                raise
+        finally:
+            self._running.discard(proc.pid)
+        return CommandResult(proc.returncode, tail(out), tail(err), time.monotonic() - start)
+
+    def kill_running(self) -> None:
+        for pid in list(self._running):
+            kill_tree(pid)

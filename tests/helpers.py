@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: demo copies, manifests written on the fly, the CLI as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_demo(dest: Path) -> Path:
+    """A fresh copy of the embedded demo (services.d + migrations), with no .release state."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in ("services.d", "migrations"):
+        shutil.copytree(REPO / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
+        check: int | None = None) -> subprocess.CompletedProcess:
+    """`release ARGS` as a user runs it: a separate process, stdin not a terminal."""
+    full_env = dict(os.environ, NO_COLOR="1")
+    full_env.pop("RELEASE_FAULT", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}, wanted {check}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def cli_json(*args: str, cwd: Path, **kw) -> dict:
+    proc = cli(*args, "--json", cwd=cwd, **kw)
+    return json.loads(proc.stdout)
+
+
+def current(root: Path, host: str, service: str) -> str | None:
+    """The version a Capistrano-style `current` link points at on a local host, or None."""
+    link = root / ".release" / "hosts" / host / "apps" / service / "current"
+    if not link.exists():
+        return None
+    return (link / "VERSION").read_text().strip()
+
+
+def revision(db_file: Path) -> str | None:
+    if not db_file.exists():
+        return None
+    eng = sa.create_engine(f"sqlite:///{db_file}")
+    try:
+        with eng.connect() as c:
+            if not sa.inspect(c).has_table("alembic_version"):
+                return None
+            return c.execute(sa.text("select version_num from alembic_version")).scalar()
+    finally:
+        eng.dispose()
+
+
+def tables(db_file: Path) -> set[str]:
+    eng = sa.create_engine(f"sqlite:///{db_file}")
+    try:
+        with eng.connect() as c:
+            return set(sa.inspect(c).get_table_names()) - {"alembic_version"}
+    finally:
+        eng.dispose()
+
+
+def events(root: Path, host: str) -> list[tuple[float, str, str, str, str]]:
+    """The demo commands' event log on a host: (time, start|end, action, service, version)."""
+    path = root / ".release" / "hosts" / host / "events.log"
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        ts, what, action, service, version = line.split()
+        out.append((float(ts), what, action, service, version))
+    return out

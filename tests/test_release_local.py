@@ -1,0 +1,309 @@
+"""End to end on the embedded demo with `local` hosts and SQLite: plan, apply, revert."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from helpers import cli, cli_json, copy_demo, current, events, revision, tables, write
+
+BACKEND = ["app1", "app2"]
+SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orders": BACKEND,
+            "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
+HEADS = {"accounts": "a3_sessions", "orders": "o3_status"}
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path / "repo")
+
+
+def journal_rows(root: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(root / ".release" / "journal.db")
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def demo_graph(root: Path) -> nx.DiGraph:
+    from orchestrator.graph import build_graph
+    from orchestrator.manifests import load_project
+
+    return build_graph(load_project(root))
+
+
+def assert_all_at(root: Path, version: str | None) -> None:
+    for svc, hosts in SERVICES.items():
+        for h in hosts:
+            assert current(root, h, svc) == version, (svc, h)
+
+
+def test_plan_creates_nothing_and_matches_spec(demo: Path) -> None:
+    p = cli_json("plan", "v2.3", cwd=demo)
+    assert not (demo / ".release").exists()
+    assert set(p) == {"release", "previous", "waves", "steps"}
+    assert p["release"] == "v2.3" and p["previous"] is None
+    assert p["waves"][0] == ["accounts-db", "catalog"]
+    assert len(p["waves"]) >= 3
+    by = {s["node"]: s for s in p["steps"]}
+    assert set(by) == set(SERVICES) | {"accounts-db", "orders-db"}
+    orders = by["orders"]
+    assert set(orders) == {"node", "kind", "action", "from", "to", "hosts", "current"}
+    assert orders == {"node": "orders", "kind": "service", "action": "deploy", "from": None, "to": "v2.3",
+                      "hosts": BACKEND, "current": {"app1": None, "app2": None}}
+    db = by["orders-db"]
+    assert set(db) == {"node", "kind", "action", "from", "to", "revisions", "reversible"}
+    assert db["action"] == "migrate" and db["from"] is None and db["to"] == "o3_status"
+    assert db["revisions"] == ["o1_orders", "o2_items", "o3_status"] and db["reversible"] is True
+    # The steps come in wave order.
+    order = [s["node"] for s in p["steps"]]
+    assert order == [n for wave in p["waves"] for n in wave]
+
+
+def test_detailed_exitcode(demo: Path) -> None:
+    assert cli("plan", "v2.3", "--detailed-exitcode", cwd=demo).returncode == 2
+    cli("apply", "v2.3", cwd=demo, check=0)
+    assert cli("plan", "v2.3", "--detailed-exitcode", cwd=demo).returncode == 0
+    write(demo, {"services.d/web.yaml": "hosts: [nowhere]\ndeploy: 'true'\n"})
+    assert cli("plan", "v2.3", "--detailed-exitcode", cwd=demo).returncode == 1
+
+
+def test_apply_status_and_order(demo: Path) -> None:
+    proc = cli("apply", "v2.3", cwd=demo, check=0)
+    assert "applied" in proc.stdout
+    assert_all_at(demo, "v2.3")
+    assert revision(demo / ".release" / "accounts.db") == HEADS["accounts"]
+    assert revision(demo / ".release" / "orders.db") == HEADS["orders"]
+    assert {"orders", "order_items"} <= tables(demo / ".release" / "orders.db")
+
+    st = cli_json("status", cwd=demo)
+    assert st["release"] == "v2.3" and st["state"] == "applied"
+    assert st["services"]["orders"] == {"app1": "v2.3", "app2": "v2.3"}
+    assert st["databases"] == {"accounts-db": "a3_sessions", "orders-db": "o3_status"}
+
+    # Every dependent started after its dependency ended, on every host (journal times).
+    rows = journal_rows(demo, "select node, started_at, ended_at from steps where phase='apply'")
+    start = {n: min(r[1] for r in rows if r[0] == n) for n, *_ in rows}
+    end = {n: max(r[2] for r in rows if r[0] == n) for n, *_ in rows}
+    g = demo_graph(demo)
+    for a, b in g.edges:
+        assert start[b] >= end[a], f"{b} started before {a} ended"
+    # The commands' own clocks agree: on each host, a dependent's deploy starts after its
+    # dependency's deploy ended on every host.
+    ev = {h: events(demo, h) for h in ("app1", "app2", "edge1")}
+    ends = {}
+    for h, evs in ev.items():
+        for ts, what, _action, svc, _v in evs:
+            if what == "end":
+                ends[svc] = max(ends.get(svc, 0), ts)
+    for h, evs in ev.items():
+        for ts, what, _action, svc, _v in evs:
+            if what == "start":
+                for dep in g.predecessors(svc):
+                    if dep in ends:
+                        assert ts >= ends[dep], f"{svc}@{h} started before {dep} ended"
+    # Databases first: every migration ended before any service started.
+    db_end = max(end["accounts-db"], end["orders-db"])
+    assert all(start[s] >= end["accounts-db"] for s in nx.descendants(g, "accounts-db"))
+    assert db_end <= max(start.values())
+    # One JSONL log per run, every event carrying release, node and host.
+    logs = list((demo / ".release" / "logs").glob("v2.3-*.jsonl"))
+    assert len(logs) == 1
+    lines = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    assert lines and all({"ts", "level", "event", "release", "node", "host"} <= set(e) for e in lines)
+    assert any(e["event"] == "deploy.done" and e["node"] == "orders" and e["host"] == "app2" for e in lines)
+
+
+def test_unchanged_not_redeployed(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    before = events(demo, "app1")
+    proc = cli("apply", "v2.3", cwd=demo, check=0)
+    assert "nothing to change" in proc.stdout
+    assert events(demo, "app1") == before
+    # A pinned service stays unchanged in the next release; --force redeploys it.
+    write(demo, {"services.d/payments.yaml":
+                 (demo / "services.d/payments.yaml").read_text() + "version: v2.3\n"})
+    plan = cli_json("plan", "v2.4", cwd=demo)
+    by = {s["node"]: s for s in plan["steps"]}
+    assert by["payments"]["action"] == "unchanged" and by["orders"]["action"] == "deploy"
+    assert by["orders"]["from"] == "v2.3" and plan["previous"] == "v2.3"
+    forced = cli_json("plan", "v2.4", "--force", "payments", cwd=demo)
+    assert {s["node"]: s for s in forced["steps"]}["payments"]["action"] == "deploy"
+
+
+def fail_orders_on(root: Path, host: str, version: str) -> None:
+    """Make the demo's orders deploy fail on one host for one version."""
+    path = root / "services.d" / "orders.yaml"
+    text = path.read_text().replace(
+        "  set -e\n",
+        f'  set -e\n  if [ "$RELEASE_ACTION" = deploy ] && [ "$RELEASE_HOST" = {host} ] && '
+        f'[ "$RELEASE_VERSION" = {version} ]; then echo "orders broke on {host}" >&2; exit 3; fi\n', 1)
+    path.write_text(text.replace("max_parallel", "#"))
+
+
+def add_revision(root: Path) -> None:
+    write(root, {"migrations/orders/versions/o4_notes.py": '''"""add notes
+
+Revision ID: o4_notes
+Revises: o3_status
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "o4_notes"
+down_revision = "o3_status"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("order_notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
+
+
+def downgrade():
+    op.drop_table("order_notes")
+'''})
+
+
+def test_failed_release_reverts_exactly(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    add_revision(demo)
+    fail_orders_on(demo, "app2", "v2.4")
+    proc = cli("apply", "v2.4", "--json", cwd=demo)
+    assert proc.returncode == 1
+    assert "orders on app2" in proc.stderr and "orders broke on app2" in proc.stderr
+    assert "release revert" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["state"] == "failed"
+    failed = [s for s in result["steps"] if s["outcome"] == "failed"]
+    assert [(s["node"], s["host"], s["exit_code"]) for s in failed] == [("orders", "app2", 3)]
+    # Dependents never started; the schema moved on.
+    assert current(demo, "app1", "notifications") == "v2.3"
+    assert current(demo, "edge1", "web") == "v2.3"
+    assert revision(demo / ".release" / "orders.db") == "o4_notes"
+    # The journal says exactly which hosts changed.
+    changed = journal_rows(demo, "select node, host, status from steps where phase='apply' and kind='service' "
+                           "and release_id=(select max(id) from releases)")
+    assert ("orders", "app2", "failed") in changed and ("web", "edge1", "ok") not in changed
+    assert cli_json("status", cwd=demo)["state"] == "failed"
+
+    proc = cli("revert", cwd=demo, check=0)
+    assert_all_at(demo, "v2.3")
+    assert revision(demo / ".release" / "orders.db") == "o3_status"
+    assert "order_notes" not in tables(demo / ".release" / "orders.db")
+    st = cli_json("status", cwd=demo)
+    assert st["release"] == "v2.4" and st["state"] == "reverted"
+    assert st["services"]["orders"] == {"app1": "v2.3", "app2": "v2.3"}
+
+    # Reverting twice is harmless.
+    before = events(demo, "app1")
+    proc = cli("revert", cwd=demo, check=0)
+    assert "already reverted" in proc.stdout
+    assert events(demo, "app1") == before
+
+
+def test_revert_runs_in_exact_reverse(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    cli("apply", "v2.4", cwd=demo, check=0)
+    assert_all_at(demo, "v2.4")
+    cli("revert", cwd=demo, check=0)
+    assert_all_at(demo, "v2.3")
+    rows = journal_rows(demo, "select node, started_at, ended_at from steps where phase='revert'")
+    start = {n: min(r[1] for r in rows if r[0] == n) for n, *_ in rows}
+    end = {n: max(r[2] for r in rows if r[0] == n) for n, *_ in rows}
+    g = demo_graph(demo)
+    for a, b in g.edges:  # a is a dependency of b: b is reverted first
+        if a in start and b in end:
+            assert start[a] >= end[b], f"{a} reverted before its dependent {b}"
+    # Revert of the first release: everything goes, databases back to empty.
+    cli("revert", cwd=demo, check=0)  # reverts v2.3? no: v2.4 is latest and reverted -> no-op
+    assert_all_at(demo, "v2.3")
+
+
+def test_revert_first_release_removes_everything(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    cli("revert", cwd=demo, check=0)
+    assert_all_at(demo, None)
+    assert revision(demo / ".release" / "orders.db") is None
+    assert tables(demo / ".release" / "orders.db") == set()
+
+
+def test_apply_after_failure_continues(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    fail_orders_on(demo, "app2", "v2.4")
+    assert cli("apply", "v2.4", cwd=demo).returncode == 1
+    # Another release name is refused while v2.4 is failed.
+    proc = cli("apply", "v2.5", cwd=demo)
+    assert proc.returncode == 2 and "v2.4 is failed" in proc.stderr
+    app1_before = [e for e in events(demo, "app1") if e[3] == "orders"]
+    copy = copy_demo(demo.parent / "fresh")
+    (demo / "services.d" / "orders.yaml").write_text((copy / "services.d" / "orders.yaml").read_text())
+    proc = cli("apply", "v2.4", cwd=demo, check=0)
+    assert_all_at(demo, "v2.4")
+    # orders on app1 was done by the first attempt and is skipped now.
+    assert [e for e in events(demo, "app1") if e[3] == "orders"] == app1_before
+    hist = cli_json("history", cwd=demo)
+    assert [(h["release"], h["state"]) for h in hist] == [("v2.4", "applied"), ("v2.3", "applied")]
+    # Revert restores what was there before the *first* attempt.
+    cli("revert", cwd=demo, check=0)
+    assert_all_at(demo, "v2.3")
+
+
+def test_health_failure_and_timeout(demo: Path) -> None:
+    write(demo, {
+        "services.d/catalog.yaml": "hosts: [backend]\ndeploy: 'mkdir -p c && echo $RELEASE_VERSION > c/v'\n"
+                                   "health: test \"$RELEASE_HOST\" != app2\nmax_parallel: 1\n",
+        "services.d/payments.yaml": "hosts: [app2]\ndeploy: sleep 30\ntimeout: 1\ndepends_on: [accounts]\n",
+    })
+    proc = cli("apply", "v2.3", "--json", cwd=demo)
+    assert proc.returncode == 1
+    assert "health check failed on app2" in proc.stderr
+    res = json.loads(proc.stdout)
+    outcomes = {(s["node"], s["host"]): s["outcome"] for s in res["steps"]}
+    assert outcomes[("catalog", "app1")] == "ok" and outcomes[("catalog", "app2")] == "failed"
+    # inventory depends on catalog: never started anywhere.
+    assert current(demo, "app1", "inventory") is None
+    assert not any(e[3] == "inventory" for e in events(demo, "app1"))
+    assert (demo / ".release/hosts/app2/c/v").read_text().strip() == "v2.3"
+    cli("revert", cwd=demo, check=0)
+    # First release: revert runs the deploy command with an empty version on the changed hosts.
+    assert (demo / ".release/hosts/app1/c/v").read_text().strip() == ""
+    assert (demo / ".release/hosts/app2/c/v").read_text().strip() == ""
+
+
+def test_timeout_kills_and_fails(demo: Path) -> None:
+    write(demo, {"services.d/catalog.yaml": "hosts: [app1]\ndeploy: 'sleep 30; touch late'\ntimeout: 1\n"
+                                            "revert: 'touch reverted'\n"})
+    proc = cli("apply", "v2.3", cwd=demo)
+    assert proc.returncode == 1
+    assert "timed out" in proc.stderr and "catalog on app1" in proc.stderr
+    time.sleep(0.3)
+    assert not (demo / ".release/hosts/app1/late").exists()
+    assert cli_json("status", cwd=demo)["state"] == "failed"
+    cli("revert", cwd=demo, check=0)
+    assert (demo / ".release/hosts/app1/reverted").exists()
+
+
+def test_graph_formats(demo: Path) -> None:
+    text = cli("graph", cwd=demo, check=0).stdout
+    assert "wave 1:" in text and "orders (service) <- accounts, inventory, orders-db" in text
+    dot = cli("graph", "--format", "dot", cwd=demo, check=0).stdout
+    assert '"orders-db" -> "orders";' in dot
+    mer = cli("graph", "--format", "mermaid", cwd=demo, check=0).stdout
+    assert mer.startswith("flowchart LR")
+    svg = cli("graph", "--format", "svg", cwd=demo, check=0).stdout
+    assert "<svg" in svg and "orders" in svg
+
+
+def test_global_options_after_command(demo: Path, tmp_path: Path) -> None:
+    proc = cli("plan", "v2.3", "-C", str(demo), "--json", cwd=tmp_path, check=0)
+    assert json.loads(proc.stdout)["release"] == "v2.3"
+    journal = tmp_path / "j.db"
+    cli("apply", "v2.3", "--journal", f"sqlite:///{journal}", "-C", str(demo), cwd=tmp_path, check=0)
+    assert journal.exists() and not (demo / ".release" / "journal.db").exists()

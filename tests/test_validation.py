@@ -1,0 +1,91 @@
+"""Bad input is refused before anything runs: exit 2, a message naming file and field, no changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import cli, copy_demo, write
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path / "repo")
+
+
+def assert_refused(root: Path, *expected: str) -> str:
+    proc = cli("apply", "v2.3", cwd=root)
+    assert proc.returncode == 2, proc.stderr
+    for text in expected:
+        assert text in proc.stderr, proc.stderr
+    # Nothing ran: no host directory, no database file, no journal release.
+    assert not (root / ".release" / "hosts").exists()
+    assert not (root / ".release" / "accounts.db").exists()
+    assert not (root / ".release" / "journal.db").exists()
+    return proc.stderr
+
+
+CASES = {
+    "malformed yaml": ({"services.d/orders.yaml": "name: orders\nhosts: [backend\n"},
+                       ["services.d/orders.yaml", "malformed YAML"]),
+    "unknown field": ({"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\ndeply: x\n"},
+                      ["services.d/web.yaml: deply: unknown field"]),
+    "wrong type": ({"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nhealth_retries: many\n"},
+                   ["services.d/web.yaml: health_retries"]),
+    "missing deploy": ({"services.d/web.yaml": "hosts: [frontend]\n"},
+                       ["services.d/web.yaml: deploy: required field is missing"]),
+    "bad version": ({"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nversion: 'v1;rm -rf /'\n"},
+                    ["services.d/web.yaml: version", "does not match"]),
+    "bad name": ({"services.d/web.yaml": "name: 'we b'\nhosts: [frontend]\ndeploy: 'true'\n"},
+                 ["services.d/web.yaml: name"]),
+    "unknown dependency": ({"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\ndepends_on: [acounts]\n"},
+                           ["services.d/web.yaml: depends_on: unknown node 'acounts'"]),
+    "unknown host": ({"services.d/web.yaml": "hosts: [edge9]\ndeploy: 'true'\n"},
+                     ["services.d/web.yaml: hosts: unknown host or group 'edge9'"]),
+    "no hosts": ({"services.d/web.yaml": "hosts: []\ndeploy: 'true'\n"}, ["services.d/web.yaml: hosts:"]),
+    "duplicate": ({"services.d/web2.yaml": "name: web\nhosts: [frontend]\ndeploy: 'true'\n"},
+                  ["duplicate name 'web'"]),
+    "cycle": ({"services.d/accounts.yaml": "hosts: [backend]\ndeploy: 'true'\ndepends_on: [orders]\n"},
+              ["cycle", "orders -> accounts -> orders"]),
+    "not a script directory": ({"services.d/orders-db.yaml": "kind: database\nurl: sqlite:///.release/o.db\n"
+                                "migrations: migrations/nowhere\n"},
+                               ["services.d/orders-db.yaml: migrations:", "orders-db"]),
+    "unknown target": ({"services.d/orders-db.yaml": "kind: database\nurl: sqlite:///.release/o.db\n"
+                        "migrations: migrations/orders\ntarget: zz99\n"},
+                       ["services.d/orders-db.yaml", "zz99"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_refused(demo: Path, case: str) -> None:
+    files, expected = CASES[case]
+    write(demo, files)
+    assert_refused(demo, *expected)
+    assert cli("validate", cwd=demo).returncode == 2
+
+
+def test_all_problems_reported_at_once(demo: Path) -> None:
+    write(demo, {
+        "services.d/web.yaml": "hosts: [edge9]\ndeploy: 'true'\n",
+        "services.d/payments.yaml": "hosts: [app2]\ndeploy: 'true'\ndepends_on: [nope]\n",
+    })
+    err = assert_refused(demo, "services.d/web.yaml", "services.d/payments.yaml")
+    assert "edge9" in err and "'nope'" in err
+
+
+def test_bad_release_name(demo: Path) -> None:
+    proc = cli("apply", "v1;rm -rf /", cwd=demo)
+    assert proc.returncode == 2
+    assert "does not match" in proc.stderr
+    assert not (demo / ".release" / "hosts").exists()
+
+
+def test_validate_ok_on_demo(demo: Path) -> None:
+    proc = cli("validate", cwd=demo, check=0)
+    assert "7 services, 2 databases" in proc.stdout
+
+
+def test_usage_error_exit_2(demo: Path) -> None:
+    assert cli("apply", cwd=demo).returncode == 2
+    assert cli("nonsense", cwd=demo).returncode == 2
