@@ -289,7 +289,7 @@ class Executor:
                 heads = await migrations.in_worker(runner.current_heads)
                 current = heads[0] if heads else None
                 blocked = [h.revision for h in runner.hops(current, restore)
-                           if h.direction == "downgrade" and not runner.is_reversible(h.revision)]
+                           if h.direction == "down" and not runner.is_reversible(h.revision)]
                 if blocked and force:
                     step_id = self.journal.intent(self.release_id, phase=self.phase, node=spec.name,
                                                   kind="database", action="skip", before=current, after=current)

@@ -26,7 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
 from .errors import InputError, JournalError, LockHeld
-from .secrets import mask_url
+from .secrets import mask_text, mask_url
 
 MIGRATIONS = Path(__file__).parent / "journal_migrations"
 STALE_HEARTBEAT = 120.0  # a foreign host's lock not refreshed for this long is reported stale
@@ -336,7 +336,8 @@ class Journal:
         """The step's end; `in_place` (node, host, version) updates what is deployed, atomically."""
         with self.engine.begin() as conn:
             conn.execute(steps.update().where(steps.c.id == step_id).values(
-                status=status, exit_code=exit_code, stdout=stdout, stderr=stderr, detail=detail,
+                status=status, exit_code=exit_code, stdout=mask_text(stdout), stderr=mask_text(stderr),
+                detail=mask_text(detail) if detail else detail,
                 ended_at=time.time(),
             ))
             if in_place is not None:

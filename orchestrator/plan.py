@@ -85,8 +85,7 @@ def check_migrations(project: Project) -> None:
     for name, spec in project.databases.items():
         try:
             runner = runner_for(project, spec)
-            runner.check_scripts()
-            runner.resolve_target(spec.target)
+            runner.check_scripts(spec.target)
         except ReleaseError as exc:
             problems.append(f"{project.files[name]}: migrations: {exc}")
     if problems:
@@ -116,9 +115,9 @@ def _database_step(project: Project, spec: DatabaseSpec) -> PlanStep:
         return PlanStep(spec.name, "database", UNCHANGED, current, target)
     hops = runner.hops(current, target)
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
-    step.reversible = all(runner.is_reversible(h.revision) for h in hops if h.direction == "upgrade")
+    step.reversible = all(runner.is_reversible(h.revision) for h in hops if h.direction == "up")
     if not step.reversible:
-        bad = [h.revision for h in hops if h.direction == "upgrade" and not runner.is_reversible(h.revision)]
+        bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
         step.warnings.append(f"irreversible: {', '.join(bad)} cannot be downgraded by `release revert`")
     try:
         step.warnings.extend(risks(runner.offline_sql(current, target), runner.dialect))
