@@ -166,6 +166,9 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
                 and not force_release):
             raise InputError(f"release {latest.name} is {latest.state}: run `release revert` first, "
                              f"or `release apply {latest.name}` to continue it (--force-release to go on anyway)")
+        drifted = [s.drift for s in p.steps if s.drift and s.node not in force]
+        if drifted:
+            raise InputError("refusing to migrate databases changed outside `release`", problems=drifted)
         if not p.changes:
             if p.resume_of is not None:
                 j.set_state(p.resume_of, APPLIED, message="nothing left to do")

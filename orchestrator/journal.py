@@ -355,6 +355,26 @@ class Journal:
         with self.engine.connect() as conn:
             return [Step(**r._mapping) for r in conn.execute(q)]
 
+    def expected_revisions(self) -> dict[str, set[str | None]]:
+        """Per database, the revisions the journal allows it to be at now (for drift checks).
+
+        The newest database step decides: done -> its `after`; failed -> its `before`; in doubt
+        (intent, no outcome) -> either.
+        """
+        out: dict[str, set[str | None]] = {}
+        q = sa.select(steps).where(steps.c.kind == "database").order_by(steps.c.id.desc())
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                if r.node in out:
+                    continue
+                if r.status == OK:
+                    out[r.node] = {r.after}
+                elif r.status == FAILED_STEP:
+                    out[r.node] = {r.before}
+                else:
+                    out[r.node] = {r.before, r.after}
+        return out
+
     def current_versions(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self.engine.connect() as conn:

@@ -30,6 +30,7 @@ class PlanStep:
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
     reversible: bool = True
     warnings: list[str] = field(default_factory=list)
+    drift: str | None = None  # databases: changed outside the tool since the journal saw them
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "kind": self.kind, "action": self.action,
@@ -40,8 +41,9 @@ class PlanStep:
         else:
             out["revisions"] = self.revisions
             out["reversible"] = self.reversible
-        if self.warnings:
-            out["warnings"] = self.warnings
+        warnings = self.warnings + ([self.drift] if self.drift else [])
+        if warnings:
+            out["warnings"] = warnings
         return out
 
 
@@ -104,17 +106,25 @@ def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[
                     hosts=hosts, current=now, targets=targets)
 
 
-def _database_step(project: Project, spec: DatabaseSpec) -> PlanStep:
+def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | None] | None) -> PlanStep:
     runner = runner_for(project, spec)
     target = runner.resolve_target(spec.target)
     heads = runner.current_heads()
     if len(heads) > 1:
         raise InputError(f"{project.files[spec.name]}: database {spec.name} has several heads in place: {', '.join(heads)}")
     current = heads[0] if heads else None
+    drift = None
+    if expected is not None and current not in expected:
+        want = " or ".join(str(r or "base") for r in sorted(expected, key=str))
+        drift = (f"drift: {spec.name} is at {current or 'base'} but the journal expects {want}; "
+                 f"it was changed outside `release` (apply refuses unless --force {spec.name})")
     if current == target:
-        return PlanStep(spec.name, "database", UNCHANGED, current, target)
+        step = PlanStep(spec.name, "database", UNCHANGED, current, target)
+        step.drift = drift
+        return step
     hops = runner.hops(current, target)
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
+    step.drift = drift
     step.reversible = all(runner.is_reversible(h.revision) for h in hops if h.direction == "up")
     if not step.reversible:
         bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
@@ -135,6 +145,7 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     if unknown:
         raise InputError(f"--force names unknown node(s): {', '.join(unknown)}")
     current = journal.current_versions() if journal else {}
+    expected = journal.expected_revisions() if journal else {}
     latest = journal.latest() if journal else None
     previous = journal.last_applied_name() if journal else None
     resume_of = None
@@ -152,7 +163,7 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
         if isinstance(spec, ServiceSpec):
             steps.append(_service_step(project, spec, name, current, node in force))
         else:
-            steps.append(_database_step(project, spec))
+            steps.append(_database_step(project, spec, expected.get(node)))
     return Plan(release=name, previous=previous, waves=graphs.waves(g), steps=steps, graph=g,
                 project=project, resume_of=resume_of, notes=notes)
 
@@ -177,7 +188,7 @@ def render(plan: Plan) -> str:
                 sign = "+" if all(v is None for v in s.current.values()) else "~"
                 lines.append(f"  {sign} {s.node} {s.from_ or 'none' if s.from_ or len(set(s.current.values())) == 1 else 'mixed'}"
                              f" -> {s.to} on {', '.join(s.targets)}")
-            lines += [f"      ! {w}" for w in s.warnings]
+            lines += [f"      ! {w}" for w in s.warnings + ([s.drift] if s.drift else [])]
     deploys = [s for s in plan.changes if s.kind == "service"]
     migrates = [s for s in plan.changes if s.kind == "database"]
     unchanged = len(plan.steps) - len(plan.changes)

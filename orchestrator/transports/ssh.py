@@ -1,0 +1,483 @@
+"""SSH hosts: one asyncssh connection per host per run, shared by every command on that host.
+
+Limits that keep stock sshd settings safe (SPEC §4): at most `max_sessions` (8) commands at once
+per connection (sshd's MaxSessions is 10, and a timed-out command still holds its session until
+its process dies, so the kill channel needs a slot of its own), and the run-wide `handshakes`
+semaphore (10, sshd's MaxStartups) is held only while connecting.
+
+A remote command runs as `exec /bin/sh -c WRAPPER` through the login shell. The wrapper first
+prints a marker line with its PID, which is also its process group and session id (sshd calls
+setsid() for every session and every layer execs the next), then changes to the home directory,
+exports the quoted environment and execs `sh -c SCRIPT`. asyncssh's own timeouts only stop
+waiting; to make a timed-out command really end, the transport opens a second channel and kills
+that process group (and session), then closes the first channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from ..errors import HostUnreachable
+from ..manifests import HostSpec
+from .base import Command, CommandResult, Transport, tail
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_SESSIONS = 8
+SSHD_MAX_SESSIONS = 10  # the stock limit our channel count must stay under
+BUFFER_LIMIT = 64 * 1024  # per stream; the result keeps only tail() of it
+KILL_GRACE_STEPS = 10  # x 0.1 s between SIGTERM and SIGKILL
+KILL_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 3.0
+OPEN_RETRY_SECONDS = 5.0
+
+# Connection failures that leave the command with no exit status.
+_LOST = (asyncssh.Error, OSError, EOFError)
+
+
+class _Client(asyncssh.SSHClient):
+    """Remembers what asyncssh does not report: the server key it refused, why the link died."""
+
+    def __init__(self) -> None:
+        self.offered_key: asyncssh.SSHKey | None = None
+        self.lost: str | None = None
+
+    def validate_host_public_key(self, host, addr, port, key) -> bool:
+        # Only called for keys known_hosts does not trust: record it, still refuse it.
+        self.offered_key = key
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = _reason(exc) if exc else "connection closed"
+
+
+@dataclass(eq=False)
+class _Running:
+    process: asyncssh.SSHClientProcess
+    pgid: int | None = None
+    killed: bool = False
+    out: bytearray = field(default_factory=bytearray)
+    err: bytearray = field(default_factory=bytearray)
+
+
+def _append(buf: bytearray, chunk: bytes) -> None:
+    buf.extend(chunk)
+    if len(buf) > 2 * BUFFER_LIMIT:
+        del buf[:-BUFFER_LIMIT]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _fingerprint(key: asyncssh.SSHKey) -> str:
+    return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"
+
+
+def _kill_script(pgids: list[int]) -> str:
+    """TERM the process groups, give them a second, then KILL groups and sessions."""
+    groups = " ".join(str(int(p)) for p in pgids)
+    return (
+        f"g='{groups}'; "
+        'for p in $g; do kill -TERM -"$p" 2>/dev/null; done; '
+        f"i=0; while [ $i -lt {KILL_GRACE_STEPS} ]; do a=; "
+        'for p in $g; do kill -0 -"$p" 2>/dev/null && a=1; done; '
+        '[ -z "$a" ] && break; sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; '
+        'for p in $g; do kill -KILL -"$p" 2>/dev/null; '
+        # A child that made its own process group is still in the session.
+        'command -v pkill >/dev/null 2>&1 && pkill -KILL -s "$p" 2>/dev/null; done; '
+        "exit 0"
+    )
+
+
+async def _open(conn: asyncssh.SSHClientConnection, client: _Client | None, line: str):
+    """Open a session channel running `line`, retrying while sshd has not freed old sessions.
+
+    sshd frees a closed session only after it has processed the packets that arrived with the
+    close, so a channel opened right after another closed can briefly exceed MaxSessions.
+    """
+    delay = 0.005
+    deadline = time.monotonic() + OPEN_RETRY_SECONDS
+    while True:
+        try:
+            return await conn.create_process(line, encoding=None)
+        except asyncssh.ChannelOpenError:
+            if (client is not None and client.lost) or time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+class SSHTransport(Transport):
+    """One SSH host of the inventory."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: HostSpec,
+        *,
+        jump: SSHTransport | None = None,
+        handshakes: asyncio.Semaphore | None = None,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
+        if not spec.address:
+            raise ValueError(f"host {name}: an ssh host needs an address")
+        self.name = name
+        self.spec = spec
+        self.jump = jump
+        self.max_sessions = max_sessions
+        self._handshakes = handshakes
+        self._sessions = asyncio.Semaphore(max_sessions)
+        # The kill channel is opened while up to max_sessions commands hold theirs.
+        self._kill_slots = asyncio.Semaphore(max(1, SSHD_MAX_SESSIONS - max_sessions))
+        self._connect_lock = asyncio.Lock()
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._client: _Client | None = None
+        self._running: set[_Running] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._kill_generation = 0
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.name!r}, {self.where})"
+
+    @property
+    def where(self) -> str:
+        return f"{self.spec.address}:{self.spec.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._client is not None and self._client.lost is None
+
+    @property
+    def connection(self) -> asyncssh.SSHClientConnection | None:
+        """The open connection (a jump host's is the tunnel of the hosts behind it)."""
+        return self._conn if self.connected else None
+
+    def _unreachable(self, reason: str) -> HostUnreachable:
+        return HostUnreachable(f"host {self.name} ({self.where}): {reason}")
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self.connected:
+                return
+            if self._conn is not None:
+                self._conn.abort()  # lost: don't leave its transport behind
+            self._conn = self._client = None
+            tunnel = None
+            if self.jump is not None:
+                try:
+                    await self.jump.connect()
+                except HostUnreachable as exc:
+                    raise self._unreachable(f"jump host unreachable: {exc}") from None
+                tunnel = self.jump.connection
+            known_hosts = os.path.expanduser(self.spec.known_hosts)
+            if not os.path.isfile(known_hosts):
+                # asyncssh would fall back to no trusted keys or ~/.ssh/known_hosts: never
+                # silently verify against something else than what the inventory names.
+                raise self._unreachable(
+                    f"known_hosts file {known_hosts} does not exist, so the host key cannot be "
+                    "verified"
+                )
+            if self._handshakes is not None:
+                async with self._handshakes:
+                    conn, client = await self._handshake(tunnel, known_hosts)
+            else:
+                conn, client = await self._handshake(tunnel, known_hosts)
+            self._conn, self._client = conn, client
+
+    async def _handshake(self, tunnel, known_hosts: str, host_key_algs=()):
+        spec = self.spec
+        client = _Client()
+        options = dict(
+            port=spec.port,
+            tunnel=tunnel,
+            known_hosts=known_hosts,
+            connect_timeout=spec.connect_timeout,
+            keepalive_interval=spec.keepalive_interval,
+            keepalive_count_max=spec.keepalive_count_max,
+            # Only the inventory decides: ~/.ssh/config would make CI and laptops differ.
+            config=[],
+            password_auth=False,
+            kbdint_auth=False,
+            gss_auth=False,
+            gss_kex=False,
+            client_factory=lambda: client,
+        )
+        if host_key_algs:
+            options["server_host_key_algs"] = host_key_algs
+        if spec.user:
+            options["username"] = spec.user
+        if spec.identity:
+            # Agent keys are still offered alongside (asyncssh's agent_identities default).
+            options["client_keys"] = [os.path.expanduser(spec.identity)]
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(spec.address, **options), spec.connect_timeout + 2
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise self._host_key_error(client, known_hosts, exc) from None
+        except (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, ConnectionResetError) as exc:
+            failed = self._unreachable(f"connection failed during the handshake: {_reason(exc)}")
+            if not host_key_algs and self._trusted_keys(known_hosts):
+                # When known_hosts names only other key types than the server has, one side
+                # gives up on the key exchange. Negotiating any type learns the key the server
+                # offers, which is still checked against known_hosts: a refusal then names it.
+                try:
+                    return await self._handshake(tunnel, known_hosts, host_key_algs="default")
+                except HostUnreachable as again:
+                    if "SHA256:" in str(again):
+                        raise again from None
+            raise failed from None
+        except asyncssh.PermissionDenied as exc:
+            who = spec.user or "the local user name"
+            keys = f"key {spec.identity}" if spec.identity else "the agent's and default keys"
+            raise self._unreachable(
+                f"authentication failed for user {who} with {keys}: {_reason(exc)}"
+            ) from None
+        except asyncio.TimeoutError:
+            raise self._unreachable(
+                f"no answer within connect_timeout {spec.connect_timeout:g}s"
+            ) from None
+        except ConnectionRefusedError:
+            raise self._unreachable("connection refused (is sshd running on that port?)") from None
+        except asyncssh.KeyImportError as exc:
+            raise self._unreachable(f"identity {spec.identity}: {_reason(exc)}") from None
+        except FileNotFoundError as exc:
+            what = "identity file" if spec.identity else "file"
+            raise self._unreachable(f"{what} {exc.filename or exc} does not exist") from None
+        except (asyncssh.Error, OSError, ValueError) as exc:
+            raise self._unreachable(_reason(exc)) from None
+        return conn, client
+
+    def _trusted_keys(self, known_hosts: str) -> list:
+        try:
+            port = self.spec.port if self.spec.port != 22 else None  # as asyncssh matches
+            return list(asyncssh.read_known_hosts(known_hosts).match(
+                self.spec.address, self.spec.address, port
+            )[0])
+        except (OSError, ValueError):
+            return []
+
+    def _host_key_error(self, client: _Client, known_hosts: str, exc) -> HostUnreachable:
+        key = client.offered_key
+        if key is None:
+            return self._unreachable(f"host key not verifiable: {_reason(exc)}")
+        trusted = self._trusted_keys(known_hosts)
+        if trusted:
+            return self._unreachable(
+                f"HOST KEY CHANGED: the server offered {_fingerprint(key)}, but {known_hosts} "
+                f"has a different key for {self.spec.address} "
+                f"({', '.join(_fingerprint(k) for k in trusted)}); someone may be intercepting "
+                "the connection, or the host was reinstalled. Refusing to connect; fix "
+                "known_hosts after checking the key"
+            )
+        return self._unreachable(
+            f"unknown host key {_fingerprint(key)}: {known_hosts} has no key for "
+            f"{self.spec.address}. Refusing to connect; add the key after checking it "
+            "(e.g. ssh-keyscan, compared with the host's own ssh-keygen -lf)"
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _wrapper(self, command: Command, marker: str) -> str:
+        exports = "".join(
+            f"export {k}={shlex.quote(str(v))}; " for k, v in command.env.items()
+        )
+        return (
+            f"printf '%s %s\\n' {marker} \"$$\"; "
+            "cd || exit 125; "
+            f"{exports}"
+            f"exec /bin/sh -c {shlex.quote(command.script)}"
+        )
+
+    def _bad_env(self, command: Command) -> str | None:
+        for k, v in command.env.items():
+            if not ENV_NAME_RE.match(str(k)):
+                return f"invalid environment variable name {k!r}"
+            if "\0" in str(v):
+                return f"environment variable {k} contains a NUL byte"
+        if "\0" in command.script:
+            return "the command contains a NUL byte"
+        return None
+
+    async def run(self, command: Command) -> CommandResult:
+        start = time.monotonic()
+        problem = self._bad_env(command)
+        if problem:
+            return CommandResult(None, error=f"host {self.name}: {problem}")
+        generation = self._kill_generation
+        async with self._sessions:
+            if generation != self._kill_generation:
+                # Queued when kill_running() was called: that run is being torn down.
+                return CommandResult(
+                    None, error=f"host {self.name}: not started, commands were killed"
+                )
+            try:
+                await self.connect()
+            except HostUnreachable as exc:
+                return CommandResult(None, duration=time.monotonic() - start, error=str(exc))
+            return await self._run(self._conn, self._client, command)
+
+    async def _run(self, conn, client: _Client, command: Command) -> CommandResult:
+        start = time.monotonic()
+        marker = f"__release_pid_{secrets.token_hex(8)}__"
+        line = "exec /bin/sh -c " + shlex.quote(self._wrapper(command, marker))
+        try:
+            process = await _open(conn, client, line)
+        except _LOST as exc:
+            return CommandResult(
+                None,
+                duration=time.monotonic() - start,
+                error=f"host {self.name} ({self.where}): could not start the command: "
+                f"{client.lost or _reason(exc)}",
+            )
+        entry = _Running(process)
+        self._running.add(entry)
+        timed_out = False
+        lost: str | None = None
+        try:
+            try:
+                process.stdin.write_eof()
+                await asyncio.wait_for(self._collect(entry, marker.encode()), command.timeout)
+            except asyncio.TimeoutError:
+                timed_out = True
+            except _LOST as exc:
+                lost = client.lost or _reason(exc)
+            except asyncio.CancelledError:
+                # Whoever gave up on this command must not leave it running over there.
+                self._kill_in_background([entry])
+                raise
+            if timed_out and not entry.killed:
+                entry.killed = True
+                await self._kill_remote([entry])
+            if timed_out or lost:
+                process.close()
+            try:
+                await asyncio.wait_for(process.wait_closed(), CLOSE_TIMEOUT)
+            except (asyncio.TimeoutError, *_LOST):
+                pass
+        finally:
+            self._running.discard(entry)
+        duration = time.monotonic() - start
+        out, err = tail(bytes(entry.out)), tail(bytes(entry.err))
+        if timed_out:
+            return CommandResult(None, out, err, duration, timed_out=True)
+        code = process.returncode
+        if code is None and client.lost and not entry.killed:
+            lost = lost or client.lost
+        if lost:
+            return CommandResult(
+                None, out, err, duration,
+                error=f"host {self.name} ({self.where}): connection lost during the command: "
+                f"{lost}",
+            )
+        if entry.killed:
+            return CommandResult(
+                code, out, err, duration, error=f"host {self.name}: command killed"
+            )
+        if code is None:
+            return CommandResult(
+                None, out, err, duration,
+                error=f"host {self.name} ({self.where}): the command ended without an exit status",
+            )
+        return CommandResult(code, out, err, duration)
+
+    async def _collect(self, entry: _Running, marker: bytes) -> None:
+        await asyncio.gather(
+            self._pump_stdout(entry, marker), self._pump(entry.process.stderr, entry.err)
+        )
+        await entry.process.wait_closed()
+
+    async def _pump(self, stream, buf: bytearray) -> None:
+        while chunk := await stream.read(65536):
+            _append(buf, chunk)
+
+    async def _pump_stdout(self, entry: _Running, marker: bytes) -> None:
+        # The marker line may be preceded by what a login shell's rc files print.
+        pending = bytearray()
+        while chunk := await entry.process.stdout.read(65536):
+            if entry.pgid is not None:
+                _append(entry.out, chunk)
+                continue
+            pending.extend(chunk)
+            i = pending.find(marker)
+            j = pending.find(b"\n", i) if i >= 0 else -1
+            if j >= 0:
+                try:
+                    entry.pgid = int(pending[i + len(marker):j].strip())
+                except ValueError:
+                    entry.pgid = 0
+                _append(entry.out, bytes(pending[:i]) + bytes(pending[j + 1:]))
+                pending.clear()
+            elif len(pending) > BUFFER_LIMIT and i < 0:
+                _append(entry.out, bytes(pending[: -len(marker)]))
+                del pending[: -len(marker)]
+        _append(entry.out, bytes(pending))
+
+    async def _kill_remote(self, entries: list[_Running]) -> None:
+        """Kill the remote process groups of `entries` through a channel of their own."""
+        pgids = sorted({e.pgid for e in entries if e.pgid and e.pgid > 1})
+        conn = self.connection
+        if not pgids or conn is None:
+            return
+        try:
+            async with self._kill_slots:
+                async def kill() -> None:
+                    process = await _open(conn, self._client, _kill_script(pgids))
+                    process.stdin.write_eof()
+                    await process.wait()
+
+                await asyncio.wait_for(kill(), KILL_TIMEOUT)
+        except (asyncio.TimeoutError, *_LOST):
+            pass  # best effort: the connection is going away, and its processes with it
+
+    def kill_running(self) -> None:
+        self._kill_generation += 1
+        self._kill_in_background([e for e in self._running if not e.killed])
+
+    def _kill_in_background(self, entries: list[_Running]) -> None:
+        if not entries:
+            return
+        for e in entries:
+            e.killed = True
+
+        async def kill_then_close() -> None:
+            try:
+                await self._kill_remote(entries)
+            finally:
+                for e in entries:
+                    e.process.close()
+
+        try:
+            task = asyncio.get_running_loop().create_task(kill_then_close())
+        except RuntimeError:  # no loop running here: closing the channels is all we can do
+            for e in entries:
+                e.process.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=KILL_TIMEOUT)
+        conn, self._conn, self._client = self._conn, None, None
+        if conn is None:
+            return
+        conn.close()
+        try:
+            await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
+        except (asyncio.TimeoutError, *_LOST):
+            pass
