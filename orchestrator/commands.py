@@ -20,11 +20,13 @@ from .errors import HostUnreachable, InputError, Interrupted, StepFailed
 from .executor import APPLY, REVERT, Executor, StepReport, changes_to_revert
 from .faults import FaultPoints
 from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journal, default_url
-from .logs import close_run_log, get_logger, open_run_log
+from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
 from .manifests import Project, load_project
 from .migrations import in_worker
 from .plan import MIGRATE, Plan, check_migrations, make_plan, runner_for
 from .transports import Transport, TransportFactory, make_transports
+from .view import LiveView
+from .view import wanted as view_wanted
 
 HEARTBEAT_EVERY = 10.0
 
@@ -146,7 +148,15 @@ async def _drive(ex: Executor, jobs: dict[str, Any], journal: Journal) -> bool:
 
     beater = asyncio.create_task(beat())
     try:
-        return await ex.walk(jobs)
+        if not view_wanted(log_format()):
+            return await ex.walk(jobs)
+        title = f"release {ex.release}: {ex.phase}"
+        with LiveView(ex.graph, set(jobs), ex.phase == REVERT, title) as view:
+            attach_view(view)
+            try:
+                return await ex.walk(jobs)
+            finally:
+                attach_view(None)
     finally:
         beater.cancel()
         for sig in installed:

@@ -13,7 +13,7 @@ import structlog
 
 from .secrets import mask_value
 
-_state: dict[str, Any] = {"file": None, "console_level": 20, "format": "console"}
+_state: dict[str, Any] = {"file": None, "console_level": 20, "format": "console", "view": None}
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -44,7 +44,13 @@ def _sink(_logger: Any, _method: str, event: dict[str, Any]) -> Any:
     if fh is not None:
         fh.write(json.dumps(event, default=str) + "\n")
         fh.flush()
-    if LEVELS.get(event["level"], 20) >= _state["console_level"]:
+    view = _state["view"]
+    if view is not None:
+        view.handle(event)
+        # The view shows progress; warnings and errors still get a line of their own above it.
+        if LEVELS.get(event["level"], 20) >= max(30, _state["console_level"]):
+            view.print(_console_line(event))
+    elif LEVELS.get(event["level"], 20) >= _state["console_level"]:
         if _state["format"] == "json":
             sys.stderr.write(json.dumps(event, default=str) + "\n")
         else:
@@ -87,6 +93,15 @@ def close_run_log() -> None:
     if fh is not None:
         fh.close()
         _state["file"] = None
+
+
+def attach_view(view: Any) -> None:
+    """Route events to a live terminal view (None detaches it)."""
+    _state["view"] = view
+
+
+def log_format() -> str:
+    return _state["format"]
 
 
 def get_logger(**bound: Any) -> Any:

@@ -23,15 +23,28 @@ def _shield_from_ctrl_c() -> None:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a process and every descendant (they share our process group, so no killpg)."""
+    """SIGKILL a process and every descendant (they share our process group, so no killpg).
+
+    Freeze first, parents before children, then kill: killing a child first would let its shell
+    parent run the next command of its script (`sleep 30; touch late`) before it dies too.
+    """
     try:
         root = psutil.Process(pid)
-        procs = root.children(recursive=True) + [root]
     except psutil.Error:
         return
-    for p in procs:
+    frozen: list[psutil.Process] = []
+    todo = [root]
+    while todo:
+        proc = todo.pop()
         try:
-            p.kill()
+            proc.suspend()
+            frozen.append(proc)
+            todo.extend(proc.children())
+        except psutil.Error:
+            pass
+    for proc in frozen:
+        try:
+            proc.kill()
         except psutil.Error:
             pass
 
