@@ -16,6 +16,7 @@ from . import commands
 from .errors import InputError, ReleaseError
 from .logs import configure
 from .plan import render
+from .secrets import mask_text, mask_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Release a system of services and databases in dependency order; revert it exactly.")
@@ -53,7 +54,7 @@ def _global(
 
 
 def _out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(mask_value(data), indent=2, default=str) + "\n")
 
 
 def _confirm(question: str) -> None:
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReleaseError as exc:
         if opts.json and getattr(exc, "result", None) is not None:
             _out(exc.result.to_json())  # type: ignore[union-attr]
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {mask_text(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -24,6 +24,7 @@ from .logs import attach_view, close_run_log, get_logger, log_format, open_run_l
 from .manifests import Project, load_project
 from .migrations import in_worker
 from .plan import MIGRATE, Plan, check_migrations, make_plan, runner_for
+from .secrets import mask_url
 from .transports import Transport, TransportFactory, make_transports
 from .view import LiveView
 from .view import wanted as view_wanted
@@ -251,12 +252,12 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
     url = journal_url(root, journal)
     j = Journal.open(url, create=False)
     if j is None:
-        return RunResult("", "none", message="no release in the journal: nothing to revert")
+        raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
     j.close()
     with _locked(root, journal, "revert", lock_wait) as j:
         release = j.latest()
         if release is None:
-            return RunResult("", "none", message="no release in the journal: nothing to revert")
+            raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
         if release.state == REVERTED:
             return RunResult(release.name, REVERTED, message=f"release {release.name} is already reverted")
         logfile = open_run_log(root, release.name)

@@ -307,3 +307,42 @@ def test_global_options_after_command(demo: Path, tmp_path: Path) -> None:
     journal = tmp_path / "j.db"
     cli("apply", "v2.3", "--journal", f"sqlite:///{journal}", "-C", str(demo), cwd=tmp_path, check=0)
     assert journal.exists() and not (demo / ".release" / "journal.db").exists()
+
+
+def test_revert_with_empty_journal_is_unknown_release(demo: Path) -> None:
+    proc = cli("revert", cwd=demo)
+    assert proc.returncode == 2 and "no release" in proc.stderr
+    assert not (demo / ".release").exists()
+
+
+def test_plain_lines_off_terminal_live_view_on_terminal(demo: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    proc = cli("apply", "v2.3", cwd=demo, check=0)
+    assert "\x1b" not in proc.stderr + proc.stdout  # off a terminal: plain lines
+    assert "deploy.done" in proc.stderr and "orders@app2" in proc.stderr
+    cli("revert", cwd=demo, check=0)
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["COLUMNS"] = "120"
+    child = subprocess.Popen([sys.executable, "-m", "orchestrator", "apply", "v2.4", "-y"], cwd=demo,
+                             stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert child.wait(60) == 0
+    text = out.decode(errors="replace")
+    assert "\x1b[" in text  # a live view, redrawn in place
+    assert "waits on" in text and "notifications" in text and "release v2.4 applied" in text
