@@ -253,6 +253,15 @@ def _check_references(project: Project, inv_path: str) -> list[str]:
             problems.append(f"{inv_path}: hosts.{name}.address: required for an ssh host")
         if spec.jump and spec.jump not in inv.hosts:
             problems.append(f"{inv_path}: hosts.{name}.jump: unknown host {spec.jump!r}")
+        elif spec.jump and inv.hosts[spec.jump].kind != "ssh":
+            problems.append(f"{inv_path}: hosts.{name}.jump: {spec.jump!r} is not an ssh host")
+        elif spec.jump:
+            seen, hop = [name], spec.jump
+            while hop and hop in inv.hosts and hop not in seen:
+                seen.append(hop)
+                hop = inv.hosts[hop].jump
+            if hop in seen:
+                problems.append(f"{inv_path}: hosts.{name}.jump: jump hosts loop: {' -> '.join(seen + [hop])}")
     for name, spec in project.nodes.items():
         path = project.files[name]
         if name in inv.hosts or name in inv.groups:

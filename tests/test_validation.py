@@ -89,3 +89,13 @@ def test_validate_ok_on_demo(demo: Path) -> None:
 def test_usage_error_exit_2(demo: Path) -> None:
     assert cli("apply", cwd=demo).returncode == 2
     assert cli("nonsense", cwd=demo).returncode == 2
+
+
+def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
+    inv = (demo / "services.d/hosts.yaml").read_text()
+    write(demo, {"services.d/hosts.yaml": inv.replace(
+        "  edge1: {transport: local}\n",
+        "  edge1: {transport: local}\n  j1: {address: 198.18.0.201, jump: j2}\n  j2: {address: 198.18.0.202, jump: j1}\n"
+        "  j3: {address: 198.18.0.203, jump: app1}\n")})
+    err = assert_refused(demo, "hosts.j1.jump: jump hosts loop: j1 -> j2 -> j1", "hosts.j3.jump: 'app1' is not an ssh host")
+    assert "j2" in err

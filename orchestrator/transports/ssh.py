@@ -147,6 +147,7 @@ class SSHTransport(Transport):
         self._running: set[_Running] = set()
         self._tasks: set[asyncio.Task] = set()
         self._kill_generation = 0
+        self._failed: tuple[float, str] | None = None  # when the last connect failed, and why
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.name!r}, {self.where})"
@@ -170,33 +171,47 @@ class SSHTransport(Transport):
     # -- connecting ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        asked = time.monotonic()
         async with self._connect_lock:
             if self.connected:
                 return
-            if self._conn is not None:
-                self._conn.abort()  # lost: don't leave its transport behind
-            self._conn = self._client = None
-            tunnel = None
-            if self.jump is not None:
-                try:
-                    await self.jump.connect()
-                except HostUnreachable as exc:
-                    raise self._unreachable(f"jump host unreachable: {exc}") from None
-                tunnel = self.jump.connection
-            known_hosts = os.path.expanduser(self.spec.known_hosts)
-            if not os.path.isfile(known_hosts):
-                # asyncssh would fall back to no trusted keys or ~/.ssh/known_hosts: never
-                # silently verify against something else than what the inventory names.
-                raise self._unreachable(
-                    f"known_hosts file {known_hosts} does not exist, so the host key cannot be "
-                    "verified"
-                )
-            if self._handshakes is not None:
-                async with self._handshakes:
-                    conn, client = await self._handshake(tunnel, known_hosts)
-            else:
+            failed = self._failed
+            if failed is not None and failed[0] >= asked:
+                # An attempt failed while this caller waited for it: share its answer, or the
+                # commands queued on a lost host would each wait out connect_timeout in turn.
+                raise HostUnreachable(failed[1])
+            try:
+                await self._connect()
+            except HostUnreachable as exc:
+                self._failed = (time.monotonic(), str(exc))
+                raise
+
+    async def _connect(self) -> None:
+        """One attempt; the caller holds _connect_lock."""
+        if self._conn is not None:
+            self._conn.abort()  # lost: don't leave its transport behind
+        self._conn = self._client = None
+        tunnel = None
+        if self.jump is not None:
+            try:
+                await self.jump.connect()
+            except HostUnreachable as exc:
+                raise self._unreachable(f"jump host unreachable: {exc}") from None
+            tunnel = self.jump.connection
+        known_hosts = os.path.expanduser(self.spec.known_hosts)
+        if not os.path.isfile(known_hosts):
+            # asyncssh would fall back to no trusted keys or ~/.ssh/known_hosts: never
+            # silently verify against something else than what the inventory names.
+            raise self._unreachable(
+                f"known_hosts file {known_hosts} does not exist, so the host key cannot be "
+                "verified"
+            )
+        if self._handshakes is not None:
+            async with self._handshakes:
                 conn, client = await self._handshake(tunnel, known_hosts)
-            self._conn, self._client = conn, client
+        else:
+            conn, client = await self._handshake(tunnel, known_hosts)
+        self._conn, self._client = conn, client
 
     async def _handshake(self, tunnel, known_hosts: str, host_key_algs=()):
         spec = self.spec
