@@ -23,7 +23,7 @@ from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journa
 from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
 from .manifests import Project, load_project
 from .migrations import in_worker
-from .plan import MIGRATE, Plan, check_migrations, make_plan, runner_for
+from .plan import MIGRATE, Plan, check_migrations, journal_sources, journaled_project, make_plan, runner_for
 from .secrets import mask_url
 from .transports import Transport, TransportFactory, make_transports
 from .view import LiveView
@@ -114,7 +114,19 @@ async def _preflight(transports: dict[str, Transport]) -> None:
 
 
 async def _close(transports: dict[str, Transport]) -> None:
-    await asyncio.gather(*(t.close() for t in transports.values()), return_exceptions=True)
+    """Close every transport, those that tunnel through a jump host before the jump host: a
+    kill still under way on a host behind it needs the tunnel until it is done."""
+    def depth(t: Transport) -> int:
+        n, hop = 0, getattr(t, "jump", None)
+        while hop is not None and n <= len(transports):
+            n, hop = n + 1, getattr(hop, "jump", None)
+        return n
+
+    levels: dict[int, list[Transport]] = {}
+    for t in transports.values():
+        levels.setdefault(depth(t), []).append(t)
+    for level in sorted(levels, reverse=True):
+        await asyncio.gather(*(t.close() for t in levels[level]), return_exceptions=True)
 
 
 async def _drive(ex: Executor, jobs: dict[str, Any], journal: Journal) -> bool:
@@ -131,6 +143,7 @@ async def _drive(ex: Executor, jobs: dict[str, Any], journal: Journal) -> bool:
             ex.stop.set()
         else:
             ex.log.warning("interrupt.kill", signal=signame, message="killing running commands")
+            ex.killed = True
             for t in ex.transports.values():
                 t.kill_running()
 
@@ -173,6 +186,14 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
         p = make_plan(project, g, j, name, force)
         latest = j.latest()
+        # Applying over a revert that did not finish would leave that release half undone for
+        # good: the next `release revert` undoes the new apply, and the half-reverted release is
+        # no longer the latest (a resume of it would even count the hosts reverted before it as
+        # reverted still).
+        if (latest and latest.state != REVERTED and latest.revert_state in (IN_PROGRESS, INTERRUPTED, FAILED)
+                and not force_release):
+            raise InputError(f"release {latest.name} is partly reverted (revert {latest.revert_state}): "
+                             "run `release revert` to finish it first (--force-release to go on anyway)")
         if (latest and p.resume_of is None and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS)
                 and not force_release):
             raise InputError(f"release {latest.name} is {latest.state}: run `release revert` first, "
@@ -190,7 +211,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             j.claim_release(release_id)
             j.set_state(release_id, IN_PROGRESS)
         else:
-            release_id = j.begin_release(name, p.previous, {"sources": project.sources})
+            release_id = j.begin_release(name, p.previous, {"sources": journal_sources(project.sources)})
         logfile = open_run_log(project.root, name)
         try:
             return asyncio.run(_apply(project, g, p, j, release_id, parallelism, transports, auto_revert,
@@ -276,7 +297,7 @@ async def _revert(root: Path, j: Journal, release: Any, parallelism: int, factor
                   force: bool) -> RunResult:
     # The manifests journaled with the release, not today's checkout: a `git revert` of the
     # release repository must not change what undoing the release means.
-    project = load_project(root, sources=release.manifests.get("sources"))
+    project = journaled_project(root, release.manifests.get("sources"))
     g = graphs.build_graph(project)
     services, databases = changes_to_revert(j.steps(release.id, APPLY), j.steps(release.id, REVERT))
     j.set_state(release.id, revert_state=IN_PROGRESS)

@@ -77,6 +77,7 @@ class Executor:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     reports: list[StepReport] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    killed: bool = False  # a second interrupt killed the running commands
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(max(1, self.parallelism))
@@ -198,6 +199,11 @@ class Executor:
                                        health.timed_out, health.error)
         self.faults.hit("after-command", self.phase, spec.name, host)
         ok = detail is None
+        # Killed on the user's word: journaled as failed (revert undoes it, resume redoes it),
+        # but not a failure of the release, which stays `interrupted` (SPEC §5).
+        killed = not ok and self.killed
+        if killed:
+            detail = f"{action} on {host} killed by a second interrupt: {result.describe()}"
         self.journal.outcome(step_id, OK if ok else FAILED_STEP, exit_code=result.exit_code,
                              stdout=result.stdout, stderr=result.stderr, detail=detail,
                              in_place=(spec.name, host, version) if ok else None, release_id=self.release_id)
@@ -207,6 +213,8 @@ class Executor:
                                        result.exit_code, duration, from_=previous, to=version, detail=detail))
         if ok:
             log.info(f"{action}.done", version=version, duration=round(duration, 3))
+        elif killed:
+            log.warning(f"{action}.killed", why=detail)
         else:
             log.error(f"{action}.failed", why=detail)
             self.fail(f"{spec.name} on {host}: {detail}")

@@ -26,6 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
 from .errors import InputError, JournalError, LockHeld
+from .logs import get_logger
 from .secrets import mask_text, mask_url
 
 MIGRATIONS = Path(__file__).parent / "journal_migrations"
@@ -182,7 +183,6 @@ class Journal:
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record):  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA busy_timeout=60000")
                 cur.close()
@@ -209,6 +209,14 @@ class Journal:
         if not create and not journal._has_schema():
             engine.dispose()
             return None
+        if is_sqlite:
+            # Only now that the file is known to be a journal: WAL mode is persistent, and a
+            # database that is not ours (a mistyped --journal) must be left as it was.
+            raw = engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
         return journal
 
     def _has_schema(self) -> bool:
@@ -232,6 +240,10 @@ class Journal:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Two first runs at once on a fresh journal: one creates the schema, the other
+                    # waits here and then finds it at head (not the release lock's key).
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY + 1})
                 cfg.attributes["connection"] = conn
                 alembic_command.upgrade(cfg, "head")
 
@@ -415,7 +427,13 @@ class Journal:
             conn.commit()
             if not got:
                 conn.close()
-                raise LockHeld(self._holder_message(self._lock_row(), stale=False))
+                row = self._lock_row()
+                for _ in range(40):  # the holder writes its row just after taking the advisory lock
+                    if row is not None:
+                        break
+                    time.sleep(0.05)
+                    row = self._lock_row()
+                raise LockHeld(self._holder_message(row, stale=False))
             self._lock_conn = conn
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(lock_table)).first()
@@ -427,10 +445,11 @@ class Journal:
                     stale = row.hostname != self.hostname and time.time() - row.heartbeat > STALE_HEARTBEAT
                     raise LockHeld(self._holder_message(row, stale=stale))
                 conn.execute(lock_table.delete())
-                conn.execute(events.insert().values(
-                    ts=time.time(), event="lock_takeover",
-                    detail=f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
-                    f"({row.command}), whose process is gone"))
+                detail = (f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
+                          f"({row.command}), whose process is gone")
+                conn.execute(events.insert().values(ts=time.time(), event="lock_takeover", detail=detail))
+                # Said on stderr too: whoever runs the revert after a crash should know.
+                get_logger().warning("lock.takeover", message=detail)
             lock_id = uuid.uuid4().hex[:12]
             now = time.time()
             conn.execute(lock_table.insert().values(

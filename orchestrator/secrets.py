@@ -23,7 +23,13 @@ class MaskString(str):
 
 
 def mask_url(url: str) -> str:
-    return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], url)
+    # A `${VAR}` password is a reference, not a secret: it stays, to be resolved when used.
+    return _URL_PASSWORD.sub(lambda m: m[0] if "${" in m["pw"] else m["head"] + MASK + m["tail"], url)
+
+
+def has_masked_password(url: str) -> bool:
+    m = _URL_PASSWORD.search(url)
+    return m is not None and m["pw"] == MASK
 
 
 def secret_values() -> list[str]:

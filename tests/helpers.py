@@ -86,3 +86,20 @@ def events(root: Path, host: str) -> list[tuple[float, str, str, str, str]]:
         ts, what, action, service, version = line.split()
         out.append((float(ts), what, action, service, version))
     return out
+
+
+def clone(src: Path, dest: Path) -> Path:
+    """A copy of a project directory with its .release state; `current` links stay links."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def slow_deploys(root: Path, seconds: dict[str, float]) -> None:
+    """Make the demo's deploy of each named service sleep between its start and end lines in
+    events.log, so that signals land while commands run; reverts stay quick."""
+    for service, secs in seconds.items():
+        path = root / "services.d" / f"{service}.yaml"
+        lines = path.read_text().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if " start $RELEASE_ACTION" in line)
+        lines.insert(at + 1, f'  [ "$RELEASE_ACTION" != deploy ] || sleep {secs}\n')
+        path.write_text("".join(lines))
