@@ -300,6 +300,7 @@ async def _revert(root: Path, j: Journal, release: Any, parallelism: int, factor
     project = journaled_project(root, release.manifests.get("sources"))
     g = graphs.build_graph(project)
     services, databases = changes_to_revert(j.steps(release.id, APPLY), j.steps(release.id, REVERT))
+    j.claim_release(release.id)
     j.set_state(release.id, revert_state=IN_PROGRESS)
     hosts = sorted({c.host for changes in services.values() for c in changes})
     transports = factory(project, hosts)

@@ -228,7 +228,7 @@ class Journal:
         with self.engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
             heads = MigrationContext.configure(conn).get_current_heads()
-        if tables and "alembic_version" not in tables:
+        if tables and ("alembic_version" not in tables or "releases" not in tables):
             raise JournalError(f"journal {mask_url(self.url)}: is not a journal (tables: {', '.join(sorted(tables))})")
         unknown = [h for h in heads if h not in known]
         if unknown:
@@ -256,12 +256,16 @@ class Journal:
     # -- releases ----------------------------------------------------------------------------
 
     def _release(self, row: Any) -> Release:
-        state = row.state
-        # SPEC §4: an in_progress release whose process is gone reads as interrupted.
-        if state == IN_PROGRESS and row.hostname == self.hostname and not process_alive(row.pid, row.proc_start):
+        state, revert_state = row.state, row.revert_state
+        # SPEC §4: an in_progress release whose process is gone reads as interrupted; so does a
+        # revert in progress (revert claims the record, so the PID is the reverting process's).
+        gone = row.hostname == self.hostname and not process_alive(row.pid, row.proc_start)
+        if state == IN_PROGRESS and gone:
             state = INTERRUPTED
+        if revert_state == IN_PROGRESS and gone:
+            revert_state = INTERRUPTED
         return Release(
-            id=row.id, name=row.name, state=state, revert_state=row.revert_state, previous=row.previous,
+            id=row.id, name=row.name, state=state, revert_state=revert_state, previous=row.previous,
             started_at=row.started_at, finished_at=row.finished_at, hostname=row.hostname, pid=row.pid,
             proc_start=row.proc_start, manifests=json.loads(row.manifests or "{}"), message=row.message,
         )

@@ -1,0 +1,177 @@
+"""The release lock (issue 5): one apply or revert per journal, exit 3 naming the holder, dead
+holders taken over, foreign stale holders reported, `release unlock` only with the right id.
+
+The CLI runs as a separate process on a copy of the embedded demo (local hosts, SQLite).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from helpers import cli, clone, copy_demo, current, events, slow_deploys
+
+SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
+            "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
+
+
+def rows(root: Path, sql: str, *args: Any) -> list[tuple]:
+    con = sqlite3.connect(root / ".release" / "journal.db")
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def execute(root: Path, sql: str, *args: Any) -> None:
+    con = sqlite3.connect(root / ".release" / "journal.db", timeout=30)
+    try:
+        con.execute(sql, args)
+        con.commit()
+    finally:
+        con.close()
+
+
+def plant_lock(root: Path, *, lock_id: str, hostname: str, pid: int, proc_start: float | None,
+               heartbeat: float, command: str = "apply v2.4") -> None:
+    """A lock row as another apply would have written it."""
+    execute(root, "insert into lock (id, lock_id, owner, hostname, pid, proc_start, command, since, heartbeat) "
+            "values (1, ?, 'deploy', ?, ?, ?, ?, ?, ?)", lock_id, hostname, pid, proc_start, command,
+            heartbeat, heartbeat)
+
+
+def lock_ids(root: Path) -> list[str]:
+    return [r[0] for r in rows(root, "select lock_id from lock")]
+
+
+def journal_events(root: Path) -> list[tuple[str, str]]:
+    return rows(root, "select event, detail from events order by id")
+
+
+def all_at(root: Path, version: str | None) -> bool:
+    return all(current(root, h, s) == version for s, hosts in SERVICES.items() for h in hosts)
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo with v2.3 applied: a journal exists."""
+    root = copy_demo(tmp_path_factory.mktemp("lock-base") / "v23")
+    cli("apply", "v2.3", cwd=root, check=0)
+    return root
+
+
+def popen(root: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("RELEASE_FAULT", None)
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=root, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("first_release", [True, False], ids=["fresh-journal", "existing-journal"])
+def test_two_applies_started_together(applied: Path, tmp_path: Path, first_release: bool) -> None:
+    # On a fresh copy both processes also race to create the journal itself.
+    root = copy_demo(tmp_path / "r") if first_release else clone(applied, tmp_path / "r")
+    name = "v2.3" if first_release else "v2.4"
+    slow_deploys(root, {s: 0.3 for s in SERVICES})
+    procs = [popen(root, "apply", name), popen(root, "apply", name)]
+    out = [(p, *p.communicate(timeout=120)) for p in procs]
+    assert sorted(p.returncode for p, *_ in out) == [0, 3], [(p.returncode, err) for p, _o, err in out]
+    (winner, *_), (loser, _lo, lerr) = sorted(out, key=lambda o: o[0].returncode)
+    # The loser names the holder: who, which process, doing what, since when, and the lock id.
+    m = re.search(r"the release lock (\w+) is held by \S+@(\S+) pid (\d+) \(apply (\S+)\) since \d{4}-", lerr)
+    assert m, lerr
+    assert (m.group(2), int(m.group(3)), m.group(4)) == (socket.gethostname(), winner.pid, name)
+    assert "Traceback" not in lerr
+    # Exactly one ran: one release record, each command once, the lock gone afterwards.
+    assert rows(root, "select name, state from releases where name=?", name) == [(name, "applied")]
+    for s, hosts in SERVICES.items():
+        for h in hosts:
+            assert sum(1 for e in events(root, h) if e[1:] == ("start", "deploy", s, name)) == 1, (s, h)
+    assert all_at(root, name)
+    assert lock_ids(root) == []
+
+
+def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -> None:
+    root = clone(applied, tmp_path / "r")
+    proc = cli("apply", "v2.4", cwd=root, env={"RELEASE_FAULT": "after-command:orders@app1"})
+    assert proc.returncode == -9
+    [(lock_id, pid, command)] = rows(root, "select lock_id, pid, command from lock")
+    assert command == "apply v2.4" and not psutil.pid_exists(pid)
+    # A wrong id removes nothing, even from a dead holder.
+    proc = cli("unlock", "0123456789ab", cwd=root)
+    assert proc.returncode == 2 and "does not match" in proc.stderr and "nothing removed" in proc.stderr
+    assert lock_ids(root) == [lock_id]
+    # No manual step: the revert takes the lock over, says so, and journals it.
+    proc = cli("revert", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "lock.takeover" in proc.stderr and lock_id in proc.stderr
+    [(event, detail)] = journal_events(root)
+    assert event == "lock_takeover" and lock_id in detail and f"pid {pid}" in detail
+    assert all_at(root, "v2.3") and lock_ids(root) == []
+
+
+def test_reused_pid_is_not_the_holder(applied: Path, tmp_path: Path) -> None:
+    """The recorded PID is alive but belongs to a process started at another time: PIDs are
+    reused, so the start time decides and the lock is taken over."""
+    root = clone(applied, tmp_path / "r")
+    plant_lock(root, lock_id="a1b2c3d4e5f6", hostname=socket.gethostname(), pid=os.getpid(),
+               proc_start=psutil.Process().create_time() - 3600, heartbeat=time.time())
+    proc = cli("apply", "v2.4", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert [e for e, _d in journal_events(root)] == ["lock_takeover"]
+    assert all_at(root, "v2.4")
+
+
+def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
+    root = clone(applied, tmp_path / "r")
+    me = psutil.Process()
+    plant_lock(root, lock_id="feedc0ffee00", hostname=socket.gethostname(), pid=me.pid,
+               proc_start=me.create_time(), heartbeat=time.time(), command="revert")
+    t0 = time.monotonic()
+    proc = cli("apply", "v2.4", "--lock-wait", "1", cwd=root)
+    assert proc.returncode == 3 and time.monotonic() - t0 >= 1
+    assert f"feedc0ffee00 is held by deploy@{socket.gethostname()} pid {me.pid} (revert)" in proc.stderr
+    assert "stale" not in proc.stderr  # a live holder is never called stale
+    assert not all_at(root, "v2.4") and journal_events(root) == []
+    # The holder lets go while the next apply waits: that one then runs.
+    threading.Timer(1.5, lambda: execute(root, "delete from lock")).start()
+    proc = cli("apply", "v2.4", "--lock-wait", "30", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert all_at(root, "v2.4") and journal_events(root) == []
+
+
+def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> None:
+    """A holder on another machine cannot be checked: a recent heartbeat means held, an old one
+    is reported as stale, and only `release unlock` with its id removes it."""
+    root = clone(applied, tmp_path / "r")
+    plant_lock(root, lock_id="0ddba11cafe0", hostname="build-7.example", pid=4242, proc_start=1.0,
+               heartbeat=time.time())
+    proc = cli("apply", "v2.4", cwd=root)
+    assert proc.returncode == 3 and "0ddba11cafe0 is held by deploy@build-7.example pid 4242" in proc.stderr
+    assert "stale" not in proc.stderr
+    execute(root, "update lock set heartbeat = ?", time.time() - 3600)
+    proc = cli("revert", cwd=root)
+    assert proc.returncode == 3
+    assert "looks stale" in proc.stderr and "release unlock 0ddba11cafe0" in proc.stderr
+    proc = cli("unlock", "WRONGID", cwd=root)
+    assert proc.returncode == 2 and "WRONGID" in proc.stderr
+    assert lock_ids(root) == ["0ddba11cafe0"]
+    proc = cli("unlock", "0ddba11cafe0", cwd=root, check=0)
+    assert lock_ids(root) == []
+    [(event, detail)] = journal_events(root)
+    assert event == "unlock" and "0ddba11cafe0" in detail and "build-7.example" in detail
+    proc = cli("unlock", "0ddba11cafe0", cwd=root)
+    assert proc.returncode == 2 and "no release lock" in proc.stderr
+    cli("apply", "v2.4", cwd=root, check=0)
+    assert all_at(root, "v2.4")
