@@ -281,7 +281,7 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
             raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
         if release.state == REVERTED:
             return RunResult(release.name, REVERTED, message=f"release {release.name} is already reverted")
-        logfile = open_run_log(root, release.name)
+        open_run_log(root, release.name)
         try:
             result = asyncio.run(_revert(root, j, release, parallelism, transports, force))
         finally:

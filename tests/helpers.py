@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import shutil
 import subprocess
@@ -103,3 +104,56 @@ def slow_deploys(root: Path, seconds: dict[str, float]) -> None:
         at = next(i for i, line in enumerate(lines) if " start $RELEASE_ACTION" in line)
         lines.insert(at + 1, f'  [ "$RELEASE_ACTION" != deploy ] || sleep {secs}\n')
         path.write_text("".join(lines))
+
+
+def journal_rows(root: Path, sql: str, *args: object) -> list[tuple]:
+    """Rows of the project's SQLite journal, read directly as a user with sqlite3 would."""
+    con = sqlite3.connect(root / ".release" / "journal.db")
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def fail_orders_on(root: Path, host: str, version: str) -> None:
+    """Make the demo's orders deploy fail (exit 3) on one host for one version."""
+    path = root / "services.d" / "orders.yaml"
+    text = path.read_text().replace(
+        "  set -e\n",
+        f'  set -e\n  if [ "$RELEASE_ACTION" = deploy ] && [ "$RELEASE_HOST" = {host} ] && '
+        f'[ "$RELEASE_VERSION" = {version} ]; then echo "orders broke on {host}" >&2; exit 3; fi\n', 1)
+    path.write_text(text.replace("max_parallel", "#"))
+
+
+NOTES_REVISION = '''"""add notes
+
+Revision ID: o4_notes
+Revises: o3_status
+"""
+import time
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "o4_notes"
+down_revision = "o3_status"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("order_notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
+    time.sleep({pause})
+{more}
+
+def downgrade():
+{less}    op.drop_table("order_notes")
+'''
+
+
+def add_notes_revision(root: Path, pause: float = 0.0, two_tables: bool = False) -> None:
+    """o4_notes for the demo's orders-db; with `two_tables` it sleeps between two CREATE TABLEs, so
+    that a kill inside it would leave half a revision behind if it were not one transaction."""
+    more = '    op.create_table("order_tags", sa.Column("id", sa.Integer, primary_key=True))\n' if two_tables else ""
+    less = '    op.drop_table("order_tags")\n' if two_tables else ""
+    write(root, {"migrations/orders/versions/o4_notes.py": NOTES_REVISION.format(pause=pause, more=more, less=less)})

@@ -25,7 +25,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from helpers import cli, clone, copy_demo, current, events, revision, slow_deploys, write
+from helpers import (add_notes_revision, cli, clone, copy_demo, current, events, journal_rows, revision,
+                     slow_deploys)
 from orchestrator import commands
 from orchestrator.executor import APPLY, REVERT, changes_to_revert
 from orchestrator.faults import BOUNDARIES
@@ -37,41 +38,6 @@ SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orde
 HOST_SERVICES = [(s, h) for s, hosts in SERVICES.items() for h in hosts]
 DATABASES = {"accounts-db": "accounts.db", "orders-db": "orders.db"}
 HOSTS = ("app1", "app2", "edge1")
-
-NEW_REVISION = '''"""{doc}
-
-Revision ID: o4_notes
-Revises: o3_status
-"""
-import time
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "o4_notes"
-down_revision = "o3_status"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.create_table("order_notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
-    time.sleep({pause})
-{more}
-
-def downgrade():
-{less}    op.drop_table("order_notes")
-'''
-
-
-def add_revision(root: Path, pause: float = 0.0, two_tables: bool = False) -> None:
-    """o4_notes for orders-db; with `two_tables` it sleeps between two CREATE TABLEs, so that a
-    kill inside it would leave half a revision behind if it were not one transaction."""
-    more = '    op.create_table("order_tags", sa.Column("id", sa.Integer, primary_key=True))\n' if two_tables else ""
-    less = '    op.drop_table("order_tags")\n' if two_tables else ""
-    write(root, {"migrations/orders/versions/o4_notes.py":
-                 NEW_REVISION.format(doc="add notes", pause=pause, more=more, less=less)})
-
 
 # -- reading the state back ------------------------------------------------------------------
 
@@ -97,16 +63,9 @@ def snapshot(root: Path) -> dict[str, Any]:
     return out
 
 
-def rows(root: Path, sql: str, *args: Any) -> list[tuple]:
-    con = sqlite3.connect(root / ".release" / "journal.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
-
 
 def v24_steps(root: Path, phase: str, where: str = "1") -> list[tuple]:
-    return rows(root, "select node, host, revision, status from steps where phase=? and release_id="
+    return journal_rows(root, "select node, host, revision, status from steps where phase=? and release_id="
                 "(select max(id) from releases where name='v2.4') and " + where, phase)
 
 
@@ -189,7 +148,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     tmp = tmp_path_factory.mktemp("crash-base")
     v23 = copy_demo(tmp / "v23")
     cli("apply", "v2.3", cwd=v23, check=0)
-    add_revision(v23)
+    add_notes_revision(v23)
     v24 = clone(v23, tmp / "v24")
     cli("apply", "v2.4", cwd=v24, check=0)
     s23, s24 = snapshot(v23), snapshot(v24)
@@ -205,7 +164,7 @@ def assert_reverted(root: Path, base: Base) -> None:
     assert (st["release"], st["state"]) == ("v2.4", "reverted")
     assert st["services"] == {s: {h: "v2.3" for h in hosts} for s, hosts in SERVICES.items()}
     assert st["databases"] == {"accounts-db": "a3_sessions", "orders-db": "o3_status"}
-    assert rows(root, "select state, revert_state from releases where name='v2.4'") == [("reverted", "done")]
+    assert journal_rows(root, "select state, revert_state from releases where name='v2.4'") == [("reverted", "done")]
 
 
 def assert_applied(root: Path, base: Base) -> None:
@@ -260,12 +219,12 @@ def test_sigkill_during_apply_then_revert_or_resume(base: Base, tmp_path: Path, 
     for s, h in HOST_SERVICES:
         assert starts(crashed, h, "revert", s) == (1 if (s, h) in touched else 0), (s, h)
     # No manual unlock was needed: the dead holder's lock was taken over, and that is journaled.
-    assert [e for e, in rows(crashed, "select event from events")] == ["lock_takeover"]
+    assert [e for e, in journal_rows(crashed, "select event from events")] == ["lock_takeover"]
 
     assert applied.returncode == 0, applied.stderr
     assert_applied(resumed, base)
-    assert [e for e, in rows(resumed, "select event from events")] == ["lock_takeover"]
-    assert rows(resumed, "select count(*) from releases where name='v2.4'") == [(1,)]
+    assert [e for e, in journal_rows(resumed, "select event from events")] == ["lock_takeover"]
+    assert journal_rows(resumed, "select count(*) from releases where name='v2.4'") == [(1,)]
     # Done steps are skipped; in-doubt ones run again.
     for s, h in done:
         assert starts(resumed, h, "deploy", s, "v2.4") == 1, (s, h)
@@ -351,7 +310,7 @@ def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path
         assert proc.returncode == 2, proc.stderr
         assert "v2.4 is partly reverted" in proc.stderr and "release revert" in proc.stderr
     assert snapshot(root) == crashed
-    assert rows(root, "select name from releases order by id") == [("v2.3",), ("v2.4",)]
+    assert journal_rows(root, "select name from releases order by id") == [("v2.3",), ("v2.4",)]
     proc = cli("revert", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_reverted(root, base)
@@ -376,7 +335,7 @@ def whole_revisions(root: Path, base: Base) -> None:
 
 def killpg_at_random_instant_then_revert(base: Base, root: Path, seed: int) -> None:
     slow_deploys(root, SLOW)
-    add_revision(root, pause=MIGRATION_PAUSE, two_tables=True)
+    add_notes_revision(root, pause=MIGRATION_PAUSE, two_tables=True)
     delay = random.Random(seed).uniform(0.0, APPLY_SPAN)
     proc, err = start(root, "apply", "v2.4")
     try:

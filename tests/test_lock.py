@@ -20,18 +20,11 @@ from typing import Any
 import psutil
 import pytest
 
-from helpers import cli, clone, copy_demo, current, events, slow_deploys
+from helpers import cli, clone, copy_demo, current, events, journal_rows, slow_deploys
 
 SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
             "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
 
-
-def rows(root: Path, sql: str, *args: Any) -> list[tuple]:
-    con = sqlite3.connect(root / ".release" / "journal.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def execute(root: Path, sql: str, *args: Any) -> None:
@@ -52,11 +45,11 @@ def plant_lock(root: Path, *, lock_id: str, hostname: str, pid: int, proc_start:
 
 
 def lock_ids(root: Path) -> list[str]:
-    return [r[0] for r in rows(root, "select lock_id from lock")]
+    return [r[0] for r in journal_rows(root, "select lock_id from lock")]
 
 
 def journal_events(root: Path) -> list[tuple[str, str]]:
-    return rows(root, "select event, detail from events order by id")
+    return journal_rows(root, "select event, detail from events order by id")
 
 
 def all_at(root: Path, version: str | None) -> bool:
@@ -94,7 +87,7 @@ def test_two_applies_started_together(applied: Path, tmp_path: Path, first_relea
     assert (m.group(2), int(m.group(3)), m.group(4)) == (socket.gethostname(), winner.pid, name)
     assert "Traceback" not in lerr
     # Exactly one ran: one release record, each command once, the lock gone afterwards.
-    assert rows(root, "select name, state from releases where name=?", name) == [(name, "applied")]
+    assert journal_rows(root, "select name, state from releases where name=?", name) == [(name, "applied")]
     for s, hosts in SERVICES.items():
         for h in hosts:
             assert sum(1 for e in events(root, h) if e[1:] == ("start", "deploy", s, name)) == 1, (s, h)
@@ -106,7 +99,7 @@ def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -
     root = clone(applied, tmp_path / "r")
     proc = cli("apply", "v2.4", cwd=root, env={"RELEASE_FAULT": "after-command:orders@app1"})
     assert proc.returncode == -9
-    [(lock_id, pid, command)] = rows(root, "select lock_id, pid, command from lock")
+    [(lock_id, pid, command)] = journal_rows(root, "select lock_id, pid, command from lock")
     assert command == "apply v2.4" and not psutil.pid_exists(pid)
     # A wrong id removes nothing, even from a dead holder.
     proc = cli("unlock", "0123456789ab", cwd=root)

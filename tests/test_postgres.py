@@ -12,7 +12,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import cli, copy_demo, current, events, slow_deploys
+from helpers import cli, copy_demo, current, events, fail_orders_on, journal_rows, slow_deploys
 
 SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
             "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
@@ -66,11 +65,7 @@ class System:
         path.write_text(re.sub(r"(?m)^url: .*$", f"url: {url}", path.read_text()))
 
     def journal_rows(self, sql: str) -> list[tuple]:
-        con = sqlite3.connect(self.root / ".release" / "journal.db")
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
+        return journal_rows(self.root, sql)
 
 
 def schema(url: str) -> tuple[str | None, dict[str, set[str]]]:
@@ -422,16 +417,7 @@ def test_unreachable_database_names_the_node_and_hides_the_password(shop: System
 # ------------------------------------------------------------------- the journal on PostgreSQL
 
 
-def fail_orders_on(root: Path, host: str, version: str) -> None:
-    path = root / "services.d" / "orders.yaml"
-    text = path.read_text().replace(
-        "  set -e\n",
-        f'  set -e\n  if [ "$RELEASE_ACTION" = deploy ] && [ "$RELEASE_HOST" = {host} ] && '
-        f'[ "$RELEASE_VERSION" = {version} ]; then echo "orders broke on {host}" >&2; exit 3; fi\n', 1)
-    path.write_text(text.replace("max_parallel", "#"))
 
-
-@pytest.mark.postgres
 def test_journal_on_postgresql_end_to_end(tmp_path: Path, pg_db: str) -> None:
     root = copy_demo(tmp_path / "repo")
     j = ("--journal", pg_db)

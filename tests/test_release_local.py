@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
-from helpers import cli, cli_json, copy_demo, current, events, revision, tables, write
+from helpers import (add_notes_revision, cli, cli_json, copy_demo, current, events, fail_orders_on,
+                     journal_rows, revision, tables, write)
 
 BACKEND = ["app1", "app2"]
 SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orders": BACKEND,
@@ -22,13 +22,6 @@ HEADS = {"accounts": "a3_sessions", "orders": "o3_status"}
 def demo(tmp_path: Path) -> Path:
     return copy_demo(tmp_path / "repo")
 
-
-def journal_rows(root: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(root / ".release" / "journal.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def demo_graph(root: Path) -> nx.DiGraph:
@@ -137,43 +130,10 @@ def test_unchanged_not_redeployed(demo: Path) -> None:
     assert {s["node"]: s for s in forced["steps"]}["payments"]["action"] == "deploy"
 
 
-def fail_orders_on(root: Path, host: str, version: str) -> None:
-    """Make the demo's orders deploy fail on one host for one version."""
-    path = root / "services.d" / "orders.yaml"
-    text = path.read_text().replace(
-        "  set -e\n",
-        f'  set -e\n  if [ "$RELEASE_ACTION" = deploy ] && [ "$RELEASE_HOST" = {host} ] && '
-        f'[ "$RELEASE_VERSION" = {version} ]; then echo "orders broke on {host}" >&2; exit 3; fi\n', 1)
-    path.write_text(text.replace("max_parallel", "#"))
-
-
-def add_revision(root: Path) -> None:
-    write(root, {"migrations/orders/versions/o4_notes.py": '''"""add notes
-
-Revision ID: o4_notes
-Revises: o3_status
-"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "o4_notes"
-down_revision = "o3_status"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.create_table("order_notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
-
-
-def downgrade():
-    op.drop_table("order_notes")
-'''})
-
 
 def test_failed_release_reverts_exactly(demo: Path) -> None:
     cli("apply", "v2.3", cwd=demo, check=0)
-    add_revision(demo)
+    add_notes_revision(demo)
     fail_orders_on(demo, "app2", "v2.4")
     proc = cli("apply", "v2.4", "--json", cwd=demo)
     assert proc.returncode == 1
@@ -346,3 +306,16 @@ def test_plain_lines_off_terminal_live_view_on_terminal(demo: Path) -> None:
     text = out.decode(errors="replace")
     assert "\x1b[" in text  # a live view, redrawn in place
     assert "waits on" in text and "notifications" in text and "release v2.4 applied" in text
+
+
+def test_auto_revert(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    add_notes_revision(demo)
+    fail_orders_on(demo, "app2", "v2.4")
+    proc = cli("apply", "v2.4", "--auto-revert", cwd=demo)
+    assert proc.returncode == 1
+    assert "orders broke on app2" in proc.stderr and "reverted" in proc.stderr
+    assert_all_at(demo, "v2.3")
+    assert revision(demo / ".release" / "orders.db") == "o3_status"
+    st = cli_json("status", cwd=demo)
+    assert (st["release"], st["state"]) == ("v2.4", "reverted")

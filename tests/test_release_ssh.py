@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 from orchestrator.transports.base import Command
 from orchestrator.transports.ssh import SSHTransport
 
-from helpers import cli, cli_json, copy_demo, revision, slow_deploys, write
+from helpers import cli, cli_json, copy_demo, journal_rows, revision, slow_deploys, write
 
 pytestmark = pytest.mark.ssh
 
@@ -106,13 +105,6 @@ def demo(tmp_path: Path, fleet) -> Demo:
 def homes_empty(fleet) -> bool:
     return all(not any(h.home.iterdir()) for h in fleet.hosts)
 
-
-def journal_rows(root: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(root / ".release" / "journal.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def releases(root: Path) -> list[tuple[str, str, str | None]]:
