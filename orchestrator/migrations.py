@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -181,10 +182,11 @@ class _NotAtExpectedRevision(Exception):
 class MigrationRunner:
     """Alembic operations on one database node (`url` already resolved by `resolve_url`)."""
 
-    def __init__(self, name: str, url: str, script_location: Path) -> None:
+    def __init__(self, name: str, url: str, script_location: Path, timeout: float | None = None) -> None:
         self.name = name
         self.url = url
         self.script_location = Path(script_location).absolute()
+        self.timeout = timeout  # seconds per SQL statement of a revision (the node's `timeout`)
         self._script_dir: ScriptDirectory | None = None
 
     @classmethod
@@ -479,6 +481,7 @@ class MigrationRunner:
 
                 trans = conn.begin()
                 try:
+                    self._bound(conn)
                     cfg = self._config(attributes={"connection": conn})
                     with EnvironmentContext(
                         cfg, script, fn=steps, as_sql=False, destination_rev=hop.to_rev
@@ -515,6 +518,20 @@ class MigrationRunner:
             except _NotAtExpectedRevision as exc:
                 raise StepFailed(f"{what}: {exc}") from None
         return after
+
+    def _bound(self, conn: Connection) -> None:
+        """Bound the revision's SQL by `timeout`: per statement on PostgreSQL (statement_timeout),
+        for the whole revision on SQLite (a progress handler); the aborted statement rolls the
+        revision back as any error does. A worker thread cannot be killed from outside, so the
+        bound has to come from the database; Python code in a revision is not bounded."""
+        if not self.timeout:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}")
+        elif conn.dialect.name == "sqlite":
+            deadline = time.monotonic() + self.timeout
+            conn.connection.driver_connection.set_progress_handler(
+                lambda: 1 if time.monotonic() > deadline else 0, 10_000)
 
     def _check_done(self, hop: Hop, after: tuple[str, ...]) -> None:
         done = hop.revision in after if hop.direction == "up" else hop.revision not in after

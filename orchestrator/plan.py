@@ -117,7 +117,7 @@ def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | Non
             f"database {spec.name}: url: the journal keeps manifests without passwords, and no manifest "
             f"today has this URL with its password; give the password as ${{VAR}} from the environment")
     url = resolve_url(spec.url, project.root, node=spec.name)
-    return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations))
+    return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations), spec.timeout)
 
 
 def check_migrations(project: Project) -> None:

@@ -191,6 +191,23 @@ def test_failing_revision_leaves_previous_revision(tmp_path: Path, db_url: str) 
     assert tables["t1"] == {"id"}
 
 
+def test_timeout_aborts_a_revision_and_rolls_it_back(tmp_path: Path, db_url: str) -> None:
+    endless = ("SELECT pg_sleep(30)" if db_url.startswith("postgresql") else
+               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
+    revisions = [FAILING[0], ("r2", f"""
+        op.create_table('t2', sa.Column('id', sa.Integer, primary_key=True))
+        op.execute({endless!r})
+        """, "op.drop_table('t2')")]
+    runner = MigrationRunner("shop-db", db_url, make_scripts(tmp_path / "scripts", revisions), timeout=1)
+    first, second = runner.hops(None, "r2")
+    runner.apply_hop(first)
+    with pytest.raises(StepFailed) as err:
+        runner.apply_hop(second)
+    assert "shop-db" in str(err.value) and "r2" in str(err.value) and "stays at r1" in str(err.value)
+    assert runner.current_heads() == ("r1",)
+    assert "t2" not in schema(db_url)
+
+
 def test_stock_env_py_works_but_a_failure_may_be_half_applied(tmp_path: Path) -> None:
     """The env.py `alembic init` writes opens its own connection: it works, without atomicity."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
