@@ -184,8 +184,11 @@ class Executor:
         """One journaled change on one host: intent, command, health, outcome."""
         log = self.log.bind(node=spec.name, host=host)
         self.faults.hit("before-intent", self.phase, spec.name, host)
-        step_id = self.journal.intent(self.release_id, phase=self.phase, node=spec.name, kind="service",
-                                      host=host, action=action, before=previous, after=version)
+        # Journal writes wait for fsync: off the loop, so other hosts' commands go on meanwhile;
+        # awaited, so the intent is durable before the command starts.
+        step_id = await asyncio.to_thread(
+            self.journal.intent, self.release_id, phase=self.phase, node=spec.name, kind="service",
+            host=host, action=action, before=previous, after=version)
         self.faults.hit("after-intent", self.phase, spec.name, host)
         log.info(f"{action}.start", version=version, previous=previous)
         t0 = time.monotonic()
@@ -204,9 +207,10 @@ class Executor:
         killed = not ok and self.killed
         if killed:
             detail = f"{action} on {host} killed by a second interrupt: {result.describe()}"
-        self.journal.outcome(step_id, OK if ok else FAILED_STEP, exit_code=result.exit_code,
-                             stdout=result.stdout, stderr=result.stderr, detail=detail,
-                             in_place=(spec.name, host, version) if ok else None, release_id=self.release_id)
+        await asyncio.to_thread(
+            self.journal.outcome, step_id, OK if ok else FAILED_STEP, exit_code=result.exit_code,
+            stdout=result.stdout, stderr=result.stderr, detail=detail,
+            in_place=(spec.name, host, version) if ok else None, release_id=self.release_id)
         self.faults.hit("after-outcome", self.phase, spec.name, host)
         duration = time.monotonic() - t0
         self.reports.append(StepReport(spec.name, "service", host, action, "ok" if ok else "failed",
