@@ -260,8 +260,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return int(exc.exit_code)
-        raise
+            # Terraform's convention: with --detailed-exitcode, 2 means "changes", any error is 1.
+            return 1 if "--detailed-exitcode" in args else int(exc.exit_code)
+        if isinstance(exc, subprocess.CalledProcessError):
+            detail = (exc.stderr or b"").decode(errors="replace").strip()
+            sys.stderr.write(f"error: {exc.cmd[0]} failed: {mask_text(detail)}\n")
+            return 1
+        if isinstance(exc, OSError):
+            sys.stderr.write(f"error: {mask_text(str(exc))}\n")
+            return 1
+        # A bug: say so in one line; the traceback is in the run's log file when one was open.
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {mask_text(str(exc))}\n")
+        return 1
 
 
 def run() -> None:

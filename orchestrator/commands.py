@@ -158,7 +158,10 @@ async def _drive(ex: Executor, jobs: dict[str, Any], journal: Journal) -> bool:
     async def beat() -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY)
-            journal.heartbeat()
+            try:
+                await asyncio.to_thread(journal.heartbeat)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not end the heartbeat
+                ex.log.warning("lock.heartbeat_failed", error=str(exc))
 
     beater = asyncio.create_task(beat())
     try:
@@ -207,8 +210,10 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             log.info("release.unchanged", message="nothing to change")
             return RunResult(name, APPLIED, message=f"release {name}: nothing to change")
         if p.resume_of is not None:
+            # Today's manifests join the first attempt's copy: revert must know the commands and
+            # services this attempt runs (a deploy fixed between attempts, a service added).
             release_id = p.resume_of
-            j.claim_release(release_id)
+            j.claim_release(release_id, {"sources": journal_sources(project.sources)})
             j.set_state(release_id, IN_PROGRESS)
         else:
             release_id = j.begin_release(name, p.previous, {"sources": journal_sources(project.sources)})
@@ -300,8 +305,10 @@ async def _revert(root: Path, j: Journal, release: Any, parallelism: int, factor
     project = journaled_project(root, release.manifests.get("sources"))
     g = graphs.build_graph(project)
     services, databases = changes_to_revert(j.steps(release.id, APPLY), j.steps(release.id, REVERT))
-    j.claim_release(release.id)
-    j.set_state(release.id, revert_state=IN_PROGRESS)
+    missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
+    if missing:
+        raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
+                           f"{', '.join(missing)}, which the release changed; revert cannot know how to undo it")
     hosts = sorted({c.host for changes in services.values() for c in changes})
     transports = factory(project, hosts)
     ex = Executor(g, project, j, release.id, release.name, REVERT, transports, parallelism, FaultPoints())
@@ -309,11 +316,13 @@ async def _revert(root: Path, j: Journal, release: Any, parallelism: int, factor
     try:
         try:
             await _preflight(transports)
-        except HostUnreachable as exc:
-            j.set_state(release.id, revert_state=FAILED, message=str(exc))
-            raise
+        except HostUnreachable:
+            raise  # nothing was reverted: the release is left as it was
         jobs = {n: ex.revert_job(project.services[n], changes) for n, changes in services.items()}
         jobs.update({n: ex.downgrade_job(project.databases[n], restore, force) for n, restore in databases.items()})
+        # Marked only now, when the first revert step may run: a refused revert changed nothing.
+        j.claim_release(release.id)
+        j.set_state(release.id, revert_state=IN_PROGRESS)
         ok = await _drive(ex, jobs, j)
     finally:
         await _close(transports)
@@ -346,7 +355,7 @@ def status(project_dir: Path | str, *, journal: str | None = None) -> dict[str, 
             j.close()
     for name, spec in project.databases.items():
         heads = asyncio.run(in_worker(runner_for(project, spec).current_heads))
-        out["databases"][name] = heads[0] if len(heads) == 1 else (list(heads) or None)
+        out["databases"][name] = ",".join(heads) or None  # several heads: "a,b", as Alembic writes them
     return out
 
 

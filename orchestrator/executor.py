@@ -251,16 +251,17 @@ class Executor:
         log = self.log.bind(node=spec.name, host=None)
         heads = await migrations.in_worker(runner.current_heads)
         current = heads[0] if heads else None
-        hops = runner.hops(current, target)
+        # Loading scripts takes Alembic's lock, held by a running revision: not on the loop.
+        hops = await migrations.in_worker(runner.hops, current, target)
         for hop in hops:
             if self.stopping:
                 self.reports.append(StepReport(spec.name, "database", None, action, "skipped",
                                                revision=hop.revision, detail="release stopping"))
                 return False
             self.faults.hit("before-intent", self.phase, spec.name, hop.revision)
-            step_id = self.journal.intent(self.release_id, phase=self.phase, node=spec.name, kind="database",
-                                          action=action, revision=hop.revision, before=hop.from_rev,
-                                          after=hop.to_rev)
+            step_id = await asyncio.to_thread(
+                self.journal.intent, self.release_id, phase=self.phase, node=spec.name, kind="database",
+                action=action, revision=hop.revision, before=hop.from_rev, after=hop.to_rev)
             self.faults.hit("after-intent", self.phase, spec.name, hop.revision)
             log.info(f"{action}.start", revision=hop.revision, direction=hop.direction)
             t0 = time.monotonic()
@@ -271,7 +272,7 @@ class Executor:
                 detail = str(exc)
             self.faults.hit("after-command", self.phase, spec.name, hop.revision)
             ok = detail is None
-            self.journal.outcome(step_id, OK if ok else FAILED_STEP, detail=detail)
+            await asyncio.to_thread(self.journal.outcome, step_id, OK if ok else FAILED_STEP, detail=detail)
             self.faults.hit("after-outcome", self.phase, spec.name, hop.revision)
             self.reports.append(StepReport(spec.name, "database", None, action, "ok" if ok else "failed",
                                            0 if ok else 1, time.monotonic() - t0, revision=hop.revision,
@@ -287,8 +288,8 @@ class Executor:
         async def job() -> bool:
             runner = runner_for(self.project, spec)
             # Archived before the first intent: a crash after it still leaves the downgrade code.
-            if self.journal.archived(self.release_id, spec.name) is None:
-                self.journal.archive(self.release_id, spec.name, migrations.archive(runner.script_location))
+            files = await migrations.in_worker(migrations.archive, runner.script_location)
+            await asyncio.to_thread(self.journal.archive, self.release_id, spec.name, files)
             return await self.migrate(spec, runner, target, "migrate")
         return job
 
@@ -300,8 +301,12 @@ class Executor:
                 runner = runner_for(self.project, spec, location)
                 heads = await migrations.in_worker(runner.current_heads)
                 current = heads[0] if heads else None
-                blocked = [h.revision for h in runner.hops(current, restore)
-                           if h.direction == "down" and not runner.is_reversible(h.revision)]
+
+                def irreversible() -> list[str]:
+                    return [h.revision for h in runner.hops(current, restore)
+                            if h.direction == "down" and not runner.is_reversible(h.revision)]
+
+                blocked = await migrations.in_worker(irreversible)
                 if blocked and force:
                     step_id = self.journal.intent(self.release_id, phase=self.phase, node=spec.name,
                                                   kind="database", action="skip", before=current, after=current)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .errors import InputError
-from .manifests import DatabaseSpec, Project
+from .manifests import Project
 
 
 def build_graph(project: Project) -> nx.DiGraph:
@@ -77,6 +77,3 @@ def to_mermaid(g: nx.DiGraph) -> str:
         lines.append(f"  {ids[a]} --> {ids[b]}")
     return "\n".join(lines)
 
-
-def is_database(project: Project, name: str) -> bool:
-    return isinstance(project.nodes[name], DatabaseSpec)

@@ -303,12 +303,19 @@ class Journal:
             ))
             return int(res.inserted_primary_key[0])
 
-    def claim_release(self, release_id: int) -> None:
-        """A resumed apply or a revert: this process now owns the record."""
+    def claim_release(self, release_id: int, manifests: dict[str, Any] | None = None) -> None:
+        """A resumed apply or a revert: this process now owns the record. A resumed apply also
+        brings today's manifests (`manifests`), merged over the copy of the first attempt."""
         pid = os.getpid()
+        values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid)}
         with self.engine.begin() as conn:
-            conn.execute(releases.update().where(releases.c.id == release_id).values(
-                hostname=self.hostname, pid=pid, proc_start=process_start(pid)))
+            if manifests is not None:
+                row = conn.execute(sa.select(releases.c.manifests).where(releases.c.id == release_id)).one()
+                merged = json.loads(row.manifests or "{}")
+                for key, files in manifests.items():
+                    merged[key] = {**merged.get(key, {}), **files}
+                values["manifests"] = json.dumps(merged)
+            conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
 
     def set_state(self, release_id: int, state: str | None = None, *, revert_state: str | None = None,
                   message: str | None = None) -> None:
@@ -318,13 +325,9 @@ class Journal:
         if revert_state is not None:
             values["revert_state"] = revert_state
         if message is not None:
-            values["message"] = message
+            values["message"] = mask_text(message)
         with self.engine.begin() as conn:
             conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
-
-    def log_event(self, release_id: int | None, name: str, detail: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(events.insert().values(ts=time.time(), release_id=release_id, event=name, detail=detail))
 
     def events(self, release_id: int | None = None) -> list[tuple[str, str]]:
         q = sa.select(events.c.event, events.c.detail).order_by(events.c.id)
@@ -399,9 +402,14 @@ class Journal:
         return out
 
     def archive(self, release_id: int, node: str, files: dict[str, str]) -> None:
+        """Keep a database's migration scripts with the release; a resumed apply adds today's
+        files to the first attempt's, so revert knows every revision either attempt applied."""
+        key = (archives.c.release_id == release_id) & (archives.c.node == node)
         with self.engine.begin() as conn:
-            conn.execute(archives.delete().where((archives.c.release_id == release_id) & (archives.c.node == node)))
-            conn.execute(archives.insert().values(release_id=release_id, node=node, files=json.dumps(files)))
+            row = conn.execute(sa.select(archives.c.files).where(key)).first()
+            merged = {**(json.loads(row.files) if row else {}), **files}
+            conn.execute(archives.delete().where(key))
+            conn.execute(archives.insert().values(release_id=release_id, node=node, files=json.dumps(merged)))
 
     def archived(self, release_id: int, node: str) -> dict[str, str] | None:
         with self.engine.connect() as conn:
@@ -492,10 +500,6 @@ class Journal:
         if self._lock_conn is not None:
             self._lock_conn.close()
             self._lock_conn = None
-
-    def current_lock(self) -> dict[str, Any] | None:
-        row = self._lock_row()
-        return dict(row._mapping) if row else None
 
     def unlock(self, lock_id: str) -> None:
         with self.engine.begin() as conn:

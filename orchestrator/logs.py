@@ -67,6 +67,7 @@ def configure(verbosity: int = 0, log_format: str = "console") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.processors.format_exc_info,
             _ensure_keys,
             _mask,
             _sink,

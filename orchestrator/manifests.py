@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -26,9 +26,6 @@ def check_name(value: str, what: str = "name") -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ValueError(f"{what} {value!r} does not match {NAME_RE.pattern}")
     return value
-
-
-Name = Annotated[str, Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -212,9 +209,13 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
                 problems.extend(_format_validation(path, exc))
             continue
         data.setdefault("name", Path(path).stem)
-        for key in ("version",):
-            if key in data and isinstance(data[key], (int, float)):
-                data[key] = str(data[key])
+        if isinstance(data.get("version"), float):
+            # YAML reads 1.10 as the number 1.1: refuse rather than deploy the wrong version.
+            problems.append(f"{path}: version: {data['version']!r} is a number in YAML; quote it "
+                            f"(version: \"...\") so it stays exactly as written")
+            continue
+        if isinstance(data.get("version"), int) and not isinstance(data.get("version"), bool):
+            data["version"] = str(data["version"])
         model = DatabaseSpec if data.get("kind") == "database" else ServiceSpec
         if data.get("kind") not in (None, "service", "database"):
             problems.append(f"{path}: kind: must be 'service' or 'database', not {data.get('kind')!r}")
@@ -264,15 +265,14 @@ def _check_references(project: Project, inv_path: str) -> list[str]:
                 problems.append(f"{inv_path}: hosts.{name}.jump: jump hosts loop: {' -> '.join(seen + [hop])}")
     for name, spec in project.nodes.items():
         path = project.files[name]
-        if name in inv.hosts or name in inv.groups:
-            pass  # node and host namespaces are separate
         for dep in spec.depends_on:
             if dep not in project.nodes:
                 problems.append(f"{path}: depends_on: unknown node {dep!r}")
             elif dep == name:
                 problems.append(f"{path}: depends_on: {name!r} depends on itself")
         if isinstance(spec, ServiceSpec):
-            if not spec.hosts:
+            if not spec.hosts or (not project.hosts_of(spec) and all(
+                    r in inv.hosts or r in inv.groups for r in spec.hosts)):
                 problems.append(f"{path}: hosts: service {name!r} has no hosts")
             for ref in spec.hosts:
                 if ref not in inv.hosts and ref not in inv.groups:

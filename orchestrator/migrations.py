@@ -14,7 +14,6 @@ import ast
 import asyncio
 import functools
 import io
-import logging
 import os
 import re
 import sys
@@ -25,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, quote_plus
 
 from alembic.config import Config
@@ -39,11 +38,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from .errors import InputError, StepFailed
+from .logs import get_logger
 
-if TYPE_CHECKING:
-    from .manifests import DatabaseSpec
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Alembic keeps the running EnvironmentContext in module-global proxies (`alembic.context`,
@@ -189,11 +186,6 @@ class MigrationRunner:
         self.timeout = timeout  # seconds per SQL statement of a revision (the node's `timeout`)
         self._script_dir: ScriptDirectory | None = None
 
-    @classmethod
-    def from_spec(cls, spec: DatabaseSpec, project_root: Path) -> MigrationRunner:
-        root = Path(project_root)
-        return cls(spec.name, resolve_url(spec.url, root, node=spec.name), root / spec.migrations)
-
     def __repr__(self) -> str:
         return f"MigrationRunner({self.name!r}, {mask_url(self.url)!r}, {str(self.script_location)!r})"
 
@@ -304,10 +296,6 @@ class MigrationRunner:
         if not heads:
             raise InputError(f"{self._where()}: the script directory has no revisions")
         self.resolve_target(target)
-
-    def heads(self) -> tuple[str, ...]:
-        """The head revisions of the scripts."""
-        return tuple(self._script().get_heads())
 
     def resolve_target(self, target: str = "head") -> str | None:
         """The revision id a manifest's `target` means; None for `base`."""
@@ -508,10 +496,10 @@ class MigrationRunner:
         if not seen["ours"]:
             # env.py ignored the handed-over connection and committed on its own: the result
             # stands, but it was not atomic. Read it back from the database to be sure.
-            log.warning(
-                "%s: env.py did not use config.attributes['connection']; the revision ran "
-                "outside the tool's transaction", what,
-            )
+            get_logger(node=self.name).warning(
+                "migrate.not_atomic", revision=hop.revision,
+                message=f"{what}: env.py did not use config.attributes['connection']; the revision "
+                "ran outside the tool's transaction")
             after = self.current_heads()
             try:
                 self._check_done(hop, after)

@@ -164,9 +164,9 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
     hops = runner.hops(current, target)
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
     step.drift = drift
-    step.reversible = all(runner.is_reversible(h.revision) for h in hops if h.direction == "up")
-    if not step.reversible:
-        bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
+    bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
+    step.reversible = not bad
+    if bad:
         step.warnings.append(f"irreversible: {', '.join(bad)} cannot be downgraded by `release revert`")
     try:
         step.warnings.extend(risks(runner.offline_sql(current, target), runner.dialect))

@@ -10,18 +10,6 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s
 MASK = "***"
 
 
-class MaskString(str):
-    """A str whose repr and str show it masked; `.reveal()` gives the real value."""
-
-    def __new__(cls, value: str) -> "MaskString":
-        obj = super().__new__(cls, mask_text(value))
-        obj._real = value
-        return obj
-
-    def reveal(self) -> str:
-        return self._real
-
-
 def mask_url(url: str) -> str:
     # A `${VAR}` password is a reference, not a secret: it stays, to be resolved when used.
     return _URL_PASSWORD.sub(lambda m: m[0] if "${" in m["pw"] else m["head"] + MASK + m["tail"], url)

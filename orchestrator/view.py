@@ -48,7 +48,10 @@ class LiveView:
             self.hosts[node][where] = "done"
             if all(v == "done" for v in self.hosts[node].values()):
                 self.state[node] = "done"
-        elif kind == "failed" and not name.startswith("health"):
+        elif kind == "skipped":
+            self.state[node] = "done"
+            self.hosts[node][where] = "skipped"
+        elif kind in ("failed", "killed") and not name.startswith("health"):
             self.hosts[node][where] = "failed"
             self.state[node] = "failed"
         elif name == "node.not_started":

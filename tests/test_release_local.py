@@ -319,3 +319,38 @@ def test_auto_revert(demo: Path) -> None:
     assert revision(demo / ".release" / "orders.db") == "o3_status"
     st = cli_json("status", cwd=demo)
     assert (st["release"], st["state"]) == ("v2.4", "reverted")
+
+
+def test_resume_with_changed_manifests_reverts_what_ran(demo: Path) -> None:
+    """A service added and a deploy fixed between two attempts: revert works from both."""
+    cli("apply", "v2.3", cwd=demo, check=0)
+    fail_orders_on(demo, "app2", "v2.4")
+    assert cli("apply", "v2.4", cwd=demo).returncode == 1
+    fixed = copy_demo(demo.parent / "fresh")
+    write(demo, {"services.d/orders.yaml": (fixed / "services.d/orders.yaml").read_text(),
+                 "services.d/extra.yaml": (fixed / "services.d/web.yaml").read_text().replace(
+                     "[frontend]", "[app1]").replace("name: web", "name: extra").replace(
+                     "depends_on: [orders, payments, catalog]", "depends_on: [orders]")})
+    cli("apply", "v2.4", cwd=demo, check=0)
+    assert current(demo, "app1", "extra") == "v2.4"
+    # The repository goes back to before both attempts (`git checkout` of the old commit).
+    (demo / "services.d/extra.yaml").unlink()
+    fail_orders_on(demo, "app2", "v2.4")
+    cli("revert", cwd=demo, check=0)
+    assert_all_at(demo, "v2.3")
+    assert current(demo, "app1", "extra") is None
+
+
+def test_secrets_never_reach_output_logs_or_journal(demo: Path) -> None:
+    secret = "s3cr3t-t0ken-value"
+    write(demo, {"services.d/catalog.yaml": "hosts: [app1]\n"
+                 "deploy: 'echo \"token is $API_TOKEN\"; echo \"token is $API_TOKEN\" >&2; exit 1'\n"
+                 "revert: 'true'\n"})
+    proc = cli("apply", "v2.3", "--json", cwd=demo, env={"API_TOKEN": secret})
+    assert proc.returncode == 1
+    assert "token is ***" in proc.stderr
+    everything = proc.stdout + proc.stderr
+    for log in (demo / ".release" / "logs").glob("*.jsonl"):
+        everything += log.read_text()
+    everything += repr(journal_rows(demo, "select * from steps")) + repr(journal_rows(demo, "select * from releases"))
+    assert secret not in everything

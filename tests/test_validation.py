@@ -44,6 +44,12 @@ CASES = {
     "unknown host": ({"services.d/web.yaml": "hosts: [edge9]\ndeploy: 'true'\n"},
                      ["services.d/web.yaml: hosts: unknown host or group 'edge9'"]),
     "no hosts": ({"services.d/web.yaml": "hosts: []\ndeploy: 'true'\n"}, ["services.d/web.yaml: hosts:"]),
+    "group with no hosts": ({"services.d/hosts.yaml": "hosts:\n  app1: {transport: local}\n  app2: {transport: local}\n"
+                                                       "  edge1: {transport: local}\ngroups:\n  backend: [app1, app2]\n"
+                                                       "  frontend: []\n"},
+                            ["services.d/web.yaml: hosts: service 'web' has no hosts"]),
+    "version read as a number": ({"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nversion: 1.10\n"},
+                                 ["services.d/web.yaml: version: 1.1 is a number in YAML; quote it"]),
     "duplicate": ({"services.d/web2.yaml": "name: web\nhosts: [frontend]\ndeploy: 'true'\n"},
                   ["duplicate name 'web'"]),
     "cycle": ({"services.d/accounts.yaml": "hosts: [backend]\ndeploy: 'true'\ndepends_on: [orders]\n"},
@@ -99,3 +105,15 @@ def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
         "  j3: {address: 198.18.0.203, jump: app1}\n")})
     err = assert_refused(demo, "hosts.j1.jump: jump hosts loop: j1 -> j2 -> j1", "hosts.j3.jump: 'app1' is not an ssh host")
     assert "j2" in err
+
+
+def test_detailed_exitcode_usage_error_is_1(demo: Path) -> None:
+    # 2 would read as "changes" to a pipeline: any error is 1 with --detailed-exitcode.
+    assert cli("plan", "--detailed-exitcode", cwd=demo).returncode == 1
+    assert cli("plan", "v1", "--detailed-exitcode", "--log-format", "xml", cwd=demo).returncode == 1
+
+
+def test_os_errors_are_messages_not_tracebacks(demo: Path) -> None:
+    proc = cli("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

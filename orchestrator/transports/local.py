@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from .base import Command, CommandResult, Transport, tail
 KILL_GRACE = 3.0
 
 
-def _shield_from_ctrl_c() -> None:
-    # The child stays in our process group (a crash of the group takes it along), but ignores the
-    # terminal's SIGINT so that Ctrl-C lets a running command finish (SPEC §2). An ignored signal
-    # stays ignored across exec, including in `sh`.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# The child stays in our process group (a crash of the group takes it along), but ignores the
+# terminal's SIGINT so that Ctrl-C lets a running command finish (SPEC §2). An ignored signal
+# stays ignored across exec. Done by the shell rather than a preexec_fn, which is unsafe in a
+# process with threads (the journal and Alembic workers).
+SHIELDED = 'trap "" INT; exec sh -c "$1"'
 
 
 def kill_tree(pid: int) -> None:
@@ -66,9 +65,8 @@ class LocalTransport(Transport):
         env["RELEASE_PROJECT_DIR"] = str(self.project_dir)
         start = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", command.script, cwd=self.root, env=env,
+            "sh", "-c", SHIELDED, "sh", command.script, cwd=self.root, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_shield_from_ctrl_c,
         )
         self._running.add(proc.pid)
         try:
