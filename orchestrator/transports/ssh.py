@@ -8,9 +8,17 @@ semaphore (10, sshd's MaxStartups) is held only while connecting.
 A remote command runs as `exec /bin/sh -c WRAPPER` through the login shell. The wrapper first
 prints a marker line with its PID, which is also its process group and session id (sshd calls
 setsid() for every session and every layer execs the next), then changes to the home directory,
-exports the quoted environment and execs `sh -c SCRIPT`. asyncssh's own timeouts only stop
-waiting; to make a timed-out command really end, the transport opens a second channel and kills
-that process group (and session), then closes the first channel.
+exports the quoted environment and runs `sh -c SCRIPT` (stdin /dev/null) until it ends. asyncssh's
+own timeouts only stop waiting; to make a timed-out command really end, the transport opens a
+second channel and kills that process group (and session), then closes the first channel.
+
+sshd keeps a session's processes running when its client goes away (no pty, so no SIGHUP): a
+deploy still running when `release` is killed would otherwise finish later, possibly after the
+`release revert` that followed the crash, and put the new version back. So the channel's stdin is
+never closed by the client, and a watcher in the wrapper kills the process group (and session)
+when it reads end-of-file there, that is when the channel or the connection went away while the
+command still ran: a remote command dies with the tool's connection as a local one dies with the
+tool's process group.
 """
 
 from __future__ import annotations
@@ -99,6 +107,17 @@ def _kill_script(pgids: list[int]) -> str:
         'command -v pkill >/dev/null 2>&1 && pkill -KILL -s "$p" 2>/dev/null; done; '
         "exit 0"
     )
+
+
+# Runs beside the command and reads the channel's stdin, which only ends when the channel or the
+# connection went away: then TERM the command's process group (itself spared), KILL after a second,
+# session too. Until then a TERM (the kill channel's) ends it with the rest of the group; the
+# wrapper kills it as soon as the command ended, so it never fires after that.
+_WATCHER = (
+    "{ while read -r _; do :; done; "
+    "trap '' TERM; kill -TERM -$$; sleep 1; "
+    'command -v pkill >/dev/null 2>&1 && pkill -KILL -s $$; kill -KILL -$$; }'
+)
 
 
 async def _open(conn: asyncssh.SSHClientConnection, client: _Client | None, line: str):
@@ -315,7 +334,10 @@ class SSHTransport(Transport):
             f"printf '%s %s\\n' {marker} \"$$\"; "
             "cd || exit 125; "
             f"{exports}"
-            f"exec /bin/sh -c {shlex.quote(command.script)}"
+            "exec 3<&0; "
+            f"/bin/sh -c {shlex.quote(command.script)} </dev/null 3<&- & c=$!; "
+            f"{_WATCHER} <&3 >/dev/null 2>&1 & w=$!; "
+            'exec 3<&-; wait "$c"; s=$?; kill -KILL "$w" 2>/dev/null; exit "$s"'
         )
 
     def _bad_env(self, command: Command) -> str | None:
@@ -365,7 +387,7 @@ class SSHTransport(Transport):
         lost: str | None = None
         try:
             try:
-                process.stdin.write_eof()
+                # stdin stays open: its end tells the wrapper's watcher that we are gone.
                 await asyncio.wait_for(self._collect(entry, marker.encode()), command.timeout)
             except asyncio.TimeoutError:
                 timed_out = True
