@@ -21,7 +21,7 @@ from .executor import APPLY, REVERT, Executor, StepReport, changes_to_revert
 from .faults import FaultPoints
 from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journal, default_url
 from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
-from .manifests import Project, load_project
+from .manifests import Project, load_project, merge_sources
 from .migrations import in_worker
 from .plan import MIGRATE, Plan, check_migrations, journal_sources, journaled_project, make_plan, runner_for
 from .secrets import mask_url
@@ -213,7 +213,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             # Today's manifests join the first attempt's copy: revert must know the commands and
             # services this attempt runs (a deploy fixed between attempts, a service added).
             release_id = p.resume_of
-            j.claim_release(release_id, {"sources": journal_sources(project.sources)})
+            before = j.get(release_id).manifests.get("sources") or {}
+            j.claim_release(release_id, {"sources": merge_sources(before, journal_sources(project.sources))})
             j.set_state(release_id, IN_PROGRESS)
         else:
             release_id = j.begin_release(name, p.previous, {"sources": journal_sources(project.sources)})

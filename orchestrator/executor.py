@@ -289,6 +289,9 @@ class Executor:
             runner = runner_for(self.project, spec)
             # Archived before the first intent: a crash after it still leaves the downgrade code.
             files = await migrations.in_worker(migrations.archive, runner.script_location)
+            earlier = await asyncio.to_thread(self.journal.archived, self.release_id, spec.name)
+            if earlier:  # a resumed apply: keep what the first attempt may have applied
+                files = migrations.merge_archives(earlier, files)
             await asyncio.to_thread(self.journal.archive, self.release_id, spec.name, files)
             return await self.migrate(spec, runner, target, "migrate")
         return job

@@ -305,16 +305,12 @@ class Journal:
 
     def claim_release(self, release_id: int, manifests: dict[str, Any] | None = None) -> None:
         """A resumed apply or a revert: this process now owns the record. A resumed apply also
-        brings today's manifests (`manifests`), merged over the copy of the first attempt."""
+        replaces the journaled manifests (the caller merges both attempts' copies)."""
         pid = os.getpid()
         values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid)}
+        if manifests is not None:
+            values["manifests"] = json.dumps(manifests)
         with self.engine.begin() as conn:
-            if manifests is not None:
-                row = conn.execute(sa.select(releases.c.manifests).where(releases.c.id == release_id)).one()
-                merged = json.loads(row.manifests or "{}")
-                for key, files in manifests.items():
-                    merged[key] = {**merged.get(key, {}), **files}
-                values["manifests"] = json.dumps(merged)
             conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
 
     def set_state(self, release_id: int, state: str | None = None, *, revert_state: str | None = None,
@@ -402,14 +398,11 @@ class Journal:
         return out
 
     def archive(self, release_id: int, node: str, files: dict[str, str]) -> None:
-        """Keep a database's migration scripts with the release; a resumed apply adds today's
-        files to the first attempt's, so revert knows every revision either attempt applied."""
+        """Keep a database's migration scripts with the release (replacing an earlier copy)."""
         key = (archives.c.release_id == release_id) & (archives.c.node == node)
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(archives.c.files).where(key)).first()
-            merged = {**(json.loads(row.files) if row else {}), **files}
             conn.execute(archives.delete().where(key))
-            conn.execute(archives.insert().values(release_id=release_id, node=node, files=json.dumps(merged)))
+            conn.execute(archives.insert().values(release_id=release_id, node=node, files=json.dumps(files)))
 
     def archived(self, release_id: int, node: str) -> dict[str, str] | None:
         with self.engine.connect() as conn:

@@ -282,3 +282,44 @@ def _check_references(project: Project, inv_path: str) -> list[str]:
                 if dep in project.services:
                     problems.append(f"{path}: depends_on: a database cannot depend on service {dep!r}")
     return problems
+
+
+def _node_name(path: str, text: str) -> str | None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return str(data.get("name") or Path(path).stem)
+
+
+def merge_sources(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """The manifests of two attempts at one release, as one set that still loads.
+
+    Today's files win. An old file stays only for a node today's files no longer define (a
+    service removed between attempts may still need reverting); the inventory keeps the hosts
+    and groups of both, today's winning on a clash. Matching is by node name, not by path, so a
+    renamed file does not define its node twice.
+    """
+    inv_path = f"{MANIFEST_DIR}/{INVENTORY_FILE}"
+    today = {_node_name(p, t) for p, t in new.items() if p != inv_path}
+    merged = dict(new)
+    for path, text in old.items():
+        if path == inv_path or path in new:
+            continue
+        name = _node_name(path, text)
+        if name is not None and name not in today:
+            merged[path] = text
+    if inv_path in old and inv_path in new:
+        try:
+            before, now = yaml.safe_load(old[inv_path]) or {}, yaml.safe_load(new[inv_path]) or {}
+        except yaml.YAMLError:
+            return merged
+        if isinstance(before, dict) and isinstance(now, dict):
+            inv = dict(now)
+            for key in ("hosts", "groups"):
+                if isinstance(before.get(key), dict) or isinstance(now.get(key), dict):
+                    inv[key] = {**(before.get(key) or {}), **(now.get(key) or {})}
+            merged[inv_path] = yaml.safe_dump(inv, sort_keys=False)
+    return merged

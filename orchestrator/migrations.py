@@ -720,6 +720,24 @@ def archive(script_location: Path) -> dict[str, str]:
     return files
 
 
+_REVISION_ID = re.compile(r"""^revision\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]""", re.M)
+
+
+def merge_archives(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """Two attempts' script directories as one: today's files win, and an old revision file stays
+    only when today's files do not define the same revision id (a renamed file must not make
+    Alembic see one revision twice and pick either)."""
+    today = {m.group(1) for text in new.values() for m in _REVISION_ID.finditer(text)}
+    merged = dict(new)
+    for path, text in old.items():
+        if path in new:
+            continue
+        ids = set(_REVISION_ID.findall(text))
+        if not ids or not ids & today:
+            merged[path] = text
+    return merged
+
+
 def restore(files: dict[str, str], dest: Path) -> Path:
     """Write an `archive()` back under `dest` (a script directory Alembic can run) and return it."""
     dest = Path(dest)

@@ -434,3 +434,11 @@ def test_resolve_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputError, match="DB_HOST") as err:
         resolve_url("postgresql://app:${ORDERS_DB_PASSWORD}@${DB_HOST}/orders", tmp_path, node="orders-db")
     assert "orders-db" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_merge_archives_keeps_one_file_per_revision() -> None:
+    from orchestrator.migrations import merge_archives
+
+    old = {"env.py": "old", "versions/o3.py": 'revision = "o3"\n', "versions/o4_bad.py": 'revision = "o4_bad"\n'}
+    new = {"env.py": "new", "versions/o3_renamed.py": 'revision = "o3"\n', "versions/o4.py": 'revision = "o4"\n'}
+    assert merge_archives(old, new) == {**new, "versions/o4_bad.py": 'revision = "o4_bad"\n'}

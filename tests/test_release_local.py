@@ -354,3 +354,20 @@ def test_secrets_never_reach_output_logs_or_journal(demo: Path) -> None:
         everything += log.read_text()
     everything += repr(journal_rows(demo, "select * from steps")) + repr(journal_rows(demo, "select * from releases"))
     assert secret not in everything
+
+
+def test_resume_after_renaming_and_removing_manifests_still_reverts(demo: Path) -> None:
+    cli("apply", "v2.3", cwd=demo, check=0)
+    fail_orders_on(demo, "app2", "v2.4")
+    assert cli("apply", "v2.4", cwd=demo).returncode == 1
+    fixed = copy_demo(demo.parent / "fresh")
+    (demo / "services.d/orders.yaml").unlink()
+    write(demo, {"services.d/orders-svc.yaml": (fixed / "services.d/orders.yaml").read_text()})
+    (demo / "services.d/web.yaml").unlink()
+    inv = demo / "services.d/hosts.yaml"
+    inv.write_text(inv.read_text().replace("  frontend: [edge1]\n", ""))
+    cli("apply", "v2.4", cwd=demo, check=0)
+    assert current(demo, "app2", "orders") == "v2.4"
+    cli("revert", cwd=demo, check=0)
+    assert current(demo, "app2", "orders") == "v2.3" and current(demo, "app1", "orders") == "v2.3"
+    assert current(demo, "edge1", "web") == "v2.3"  # never touched by v2.4

@@ -67,6 +67,19 @@ async def test_env_values_arrive_verbatim(fleet):
     assert not (home / "pwned").exists()
 
 
+async def test_commands_keep_default_signal_handling(fleet):
+    """The wrapper must not leave INT or QUIT ignored: a deploy's own traps, and the daemons it
+    starts, must be stoppable as on a local host."""
+    async with transport(fleet, "host1") as t:
+        r = await t.run(Command("grep SigIgn /proc/self/status", timeout=10))
+        assert r.ok, r.describe()
+        mask = int(r.stdout.split()[1], 16)
+        assert mask & 0x6 == 0, r.stdout  # bit 1: SIGINT, bit 2: SIGQUIT
+        r = await t.run(Command("trap 'echo handled; exit 0' INT; kill -INT $$; sleep 5; echo missed",
+                                timeout=10))
+        assert r.stdout.strip() == "handled"
+
+
 async def test_exit_status_stdout_stderr(fleet):
     async with transport(fleet, "host1") as t:
         r = await t.run(Command("echo out; echo err >&2; exit 3", timeout=10))

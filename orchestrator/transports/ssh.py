@@ -334,10 +334,14 @@ class SSHTransport(Transport):
             f"printf '%s %s\\n' {marker} \"$$\"; "
             "cd || exit 125; "
             f"{exports}"
+            # The watcher is the background job, the command the foreground one: a
+            # non-interactive shell makes background jobs ignore INT and QUIT, which the
+            # command and what it starts must not inherit.
             "exec 3<&0; "
-            f"/bin/sh -c {shlex.quote(command.script)} </dev/null 3<&- & c=$!; "
             f"{_WATCHER} <&3 >/dev/null 2>&1 & w=$!; "
-            'exec 3<&-; wait "$c"; s=$?; kill -KILL "$w" 2>/dev/null; exit "$s"'
+            "exec 3<&-; "
+            f"/bin/sh -c {shlex.quote(command.script)} </dev/null; s=$?; "
+            'kill -KILL "$w" 2>/dev/null; exit "$s"'
         )
 
     def _bad_env(self, command: Command) -> str | None:
