@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
-from .errors import InputError, JournalError, LockHeld
+from .errors import InputError, JournalError, LockHeld, ReleaseError
 from .logs import get_logger
 from .secrets import mask_text, mask_url
 
@@ -202,7 +202,8 @@ class Journal:
             raise
         except sa.exc.OperationalError as exc:
             engine.dispose()
-            raise JournalError(f"journal {mask_url(url)}: cannot be opened: {exc.orig}") from None
+            # Not invalid input: the journal is out of reach (exit 1), as an unreachable host is.
+            raise ReleaseError(f"journal {mask_url(url)}: cannot be opened: {mask_text(str(exc.orig))}") from None
         except sa.exc.DatabaseError as exc:
             engine.dispose()
             raise JournalError(f"journal {mask_url(url)}: is not a journal database: {exc.orig}") from None

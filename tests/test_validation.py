@@ -117,3 +117,15 @@ def test_os_errors_are_messages_not_tracebacks(demo: Path) -> None:
     proc = cli("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_unreachable_journal_is_exit_1_and_masks_its_password(demo: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = cli("apply", "v2.3", "--journal", f"postgresql://u:hunter2pw@127.0.0.1:{port}/j", cwd=demo)
+    assert proc.returncode == 1
+    assert "journal postgresql+psycopg://u:***@127.0.0.1" in proc.stderr and "hunter2pw" not in proc.stderr
+    assert not (demo / ".release" / "hosts").exists()
