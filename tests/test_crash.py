@@ -476,3 +476,31 @@ def test_journal_that_is_not_a_journal(tmp_path: Path, kind: str, message: str) 
     # Nothing ran, nothing was created, and the file is as it was.
     assert sorted(p.name for p in (root / ".release").iterdir()) == ["journal.db"]
     assert journal.read_bytes() == before
+
+
+def test_ctrl_c_during_revert_then_revert_again(tmp_path: Path) -> None:
+    """A revert interrupted by Ctrl-C finishes the reverts it started, is `interrupted` (130), and
+    a second `release revert` completes it without reverting any host twice."""
+    root = copy_demo(tmp_path / "repo")
+    cli("apply", "v2.3", cwd=root, check=0)
+    cli("apply", "v2.4", cwd=root, check=0)
+    path = root / "services.d" / "web.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if " start $RELEASE_ACTION" in line)
+    lines.insert(at + 1, '  [ "$RELEASE_ACTION" != revert ] || sleep 2\n')
+    path.write_text("".join(lines))
+    # The revert works from the journaled manifests: apply the slow revert as part of v2.4.
+    cli("revert", cwd=root, check=0)
+    cli("apply", "v2.4", cwd=root, check=0)
+    proc, err = start(root, "revert")
+    wait_for(lambda: starts(root, "edge1", "revert", "web", "v2.3") == 2, what="the slow web revert")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130, err.read_text()
+    ends = [e for e in events(root, "edge1") if e[1] == "end" and e[2] == "revert" and e[3] == "web"]
+    assert len(ends) == 2  # the web revert that had started ran to its end
+    assert current(root, "edge1", "web") == "v2.3" and current(root, "app1", "orders") == "v2.4"
+    hist = journal_rows(root, "select revert_state from releases order by id desc limit 1")
+    assert hist == [("interrupted",)]
+    cli("revert", cwd=root, check=0)
+    assert current(root, "app1", "orders") == "v2.3"
+    assert starts(root, "edge1", "revert", "web") == 2  # not reverted a third time
