@@ -70,13 +70,22 @@ def revision(db_file: Path) -> str | None:
         eng.dispose()
 
 
-def tables(db_file: Path) -> set[str]:
-    eng = sa.create_engine(f"sqlite:///{db_file}")
+def schema(db: Path) -> dict[str, list[str]]:
+    """Every table of a SQLite file with its columns: a half-applied or twice-downgraded revision
+    shows here."""
+    if not db.exists():
+        return {}
+    eng = sa.create_engine(f"sqlite:///{db}")
     try:
         with eng.connect() as c:
-            return set(sa.inspect(c).get_table_names()) - {"alembic_version"}
+            insp = sa.inspect(c)
+            return {t: sorted(col["name"] for col in insp.get_columns(t)) for t in insp.get_table_names()}
     finally:
         eng.dispose()
+
+
+def tables(db_file: Path) -> set[str]:
+    return set(schema(db_file)) - {"alembic_version"}
 
 
 def events(root: Path, host: str) -> list[tuple[float, str, str, str, str]]:
@@ -157,3 +166,22 @@ def add_notes_revision(root: Path, pause: float = 0.0, two_tables: bool = False)
     more = '    op.create_table("order_tags", sa.Column("id", sa.Integer, primary_key=True))\n' if two_tables else ""
     less = '    op.drop_table("order_tags")\n' if two_tables else ""
     write(root, {"migrations/orders/versions/o4_notes.py": NOTES_REVISION.format(pause=pause, more=more, less=less)})
+
+
+def v24_steps(root: Path, phase: str, where: str = "1") -> list[tuple]:
+    """The journal's steps of the newest v2.4 record in one phase (node, host, revision, status)."""
+    return journal_rows(root, "select node, host, revision, status from steps where phase=? and release_id="
+                        "(select max(id) from releases where name='v2.4') and " + where, phase)
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "condition"):  # noqa: ANN001, ANN201
+    """Poll `check` until it returns something true; fail the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

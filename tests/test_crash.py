@@ -23,10 +23,9 @@ from typing import Any, Callable
 
 import psutil
 import pytest
-import sqlalchemy as sa
 
 from helpers import (add_notes_revision, cli, clone, copy_demo, current, events, journal_rows, revision,
-                     slow_deploys)
+                     schema, slow_deploys, v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.executor import APPLY, REVERT, changes_to_revert
 from orchestrator.faults import BOUNDARIES
@@ -42,17 +41,6 @@ HOSTS = ("app1", "app2", "edge1")
 # -- reading the state back ------------------------------------------------------------------
 
 
-def schema(db: Path) -> dict[str, list[str]]:
-    """Every table with its columns: a half-applied or twice-downgraded revision shows here."""
-    if not db.exists():
-        return {}
-    eng = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with eng.connect() as c:
-            insp = sa.inspect(c)
-            return {t: sorted(col["name"] for col in insp.get_columns(t)) for t in insp.get_table_names()}
-    finally:
-        eng.dispose()
 
 
 def snapshot(root: Path) -> dict[str, Any]:
@@ -64,9 +52,6 @@ def snapshot(root: Path) -> dict[str, Any]:
 
 
 
-def v24_steps(root: Path, phase: str, where: str = "1") -> list[tuple]:
-    return journal_rows(root, "select node, host, revision, status from steps where phase=? and release_id="
-                "(select max(id) from releases where name='v2.4') and " + where, phase)
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -97,14 +82,6 @@ def start(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[su
     return proc, err
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running(root: Path) -> list[tuple[str, str]]:

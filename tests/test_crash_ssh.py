@@ -17,20 +17,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from helpers import add_notes_revision, clone, copy_demo, journal_rows, revision, slow_deploys
+from helpers import (add_notes_revision, clone, copy_demo, journal_rows, revision, schema, slow_deploys,
+                     v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.executor import APPLY, REVERT
-from orchestrator.transports.base import Command
-from orchestrator.transports.ssh import SSHTransport
-from test_release_ssh import Demo
+from test_release_ssh import Demo, run_on
 
 pytestmark = pytest.mark.ssh
 
@@ -54,20 +51,8 @@ def snapshot(demo: Demo) -> dict[str, Any]:
     return out
 
 
-def schema(db: Path) -> dict[str, list[str]]:
-    """Every table with its columns: a half-applied or twice-downgraded revision shows here."""
-    eng = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with eng.connect() as c:
-            insp = sa.inspect(c)
-            return {t: sorted(col["name"] for col in insp.get_columns(t)) for t in insp.get_table_names()}
-    finally:
-        eng.dispose()
 
 
-def v24_steps(root: Path, phase: str, where: str = "1") -> list[tuple]:
-    return journal_rows(root, "select node, host, revision, status from steps where phase=? and release_id="
-                        "(select max(id) from releases where name='v2.4') and " + where, phase)
 
 
 def starts(demo: Demo, host: str, action: str, service: str, since: dict[str, int], version: str | None = None) -> int:
@@ -79,28 +64,14 @@ def marks(demo: Demo) -> dict[str, int]:
     return {h: len(demo.events(h)) for h in demo.hosts}
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-async def _run_on(fleet, fname: str, script: str):
-    t = SSHTransport(fname, fleet.host_spec(fname))
-    try:
-        return await t.run(Command(script, timeout=10))
-    finally:
-        await t.close()
 
 
 def remote_processes(demo: Demo, pattern: str) -> dict[str, str]:
     """Processes matching `pattern` seen from each host, asked there through a fresh connection."""
     async def ask() -> list:
-        return await asyncio.gather(*(_run_on(demo.fleet, demo.fleet_name[h],
+        return await asyncio.gather(*(run_on(demo.fleet, demo.fleet_name[h],
                                               f"out=$(pgrep -af '{pattern}') || exit 1; "
                                               "printf '%s\\n' \"$out\" | cut -c1-100")
                                       for h in demo.hosts))
