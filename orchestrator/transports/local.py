@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,8 +20,32 @@ KILL_GRACE = 3.0
 # The child stays in our process group (a crash of the group takes it along), but ignores the
 # terminal's SIGINT so that Ctrl-C lets a running command finish (SPEC §2). An ignored signal
 # stays ignored across exec. Done by the shell rather than a preexec_fn, which is unsafe in a
-# process with threads (the journal and Alembic workers).
+# process with threads (the journal and Alembic workers). The trap alone leaves a window between
+# exec and the trap in which a Ctrl-C kills the new shell, so SIGINT is also blocked while we
+# spawn: the child inherits the blocked mask, and `trap ""` then discards a pending SIGINT.
 SHIELDED = 'trap "" INT; exec sh -c "$1"'
+
+
+_spawning = 0  # spawns under way in this (the event loop's) thread
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread (the one that forks); a Ctrl-C meanwhile stays pending for us.
+
+    Counted rather than saved and restored: spawns interleave at their awaits, so their exits are
+    not in the order of their entries, and restoring a saved mask would leave SIGINT blocked.
+    """
+    global _spawning
+    if _spawning == 0:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    _spawning += 1
+    try:
+        yield
+    finally:
+        _spawning -= 1
+        if _spawning == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def kill_tree(pid: int) -> None:
@@ -64,10 +91,12 @@ class LocalTransport(Transport):
         env.update(command.env)
         env["RELEASE_PROJECT_DIR"] = str(self.project_dir)
         start = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", SHIELDED, "sh", command.script, cwd=self.root, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        with sigint_blocked():
+            proc = await asyncio.create_subprocess_exec(
+                "sh", "-c", SHIELDED, "sh", command.script, cwd=self.root, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
         self._running.add(proc.pid)
         try:
             try:
