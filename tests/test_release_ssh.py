@@ -304,7 +304,7 @@ def test_host_cut_off_mid_release(demo: Demo) -> None:
         assert any(e[1:5] == ("end", "deploy", "catalog", "v2.4") for e in demo.events(partner))
         assert demo.current(partner, "catalog") == "v2.4"
         # Keepalives: 1 s x 3, not the command's 300 s timeout.
-        assert detect < 6, detect
+        assert detect < 10, detect
         assert finish < 15, finish
 
         # A revert that cannot reach a host it must touch refuses before changing anything.
@@ -370,7 +370,7 @@ def test_commands_queued_on_a_lost_host_fail_together(tmp_path: Path, fleet) -> 
     # attempts one after the other.
     (last,), = journal_rows(root, "select max(ended_at) from steps")
     finish = last - cut_at
-    assert finish < 9, finish
+    assert finish < 12, finish  # one attempt after another would take 3 + 8 x 2 = 19 s
     print(f"16 commands on a host cut mid-run: the last step failed {finish:.2f} s after the cut")
 
 

@@ -126,7 +126,7 @@ async def test_timeout_kills_the_remote_process_tree(fleet):
         elapsed = time.monotonic() - started
         assert r.timed_out and r.exit_code is None and not r.ok
         assert r.stdout == "started\n"
-        assert 2 <= elapsed < 5, elapsed
+        assert 2 <= elapsed < 8, elapsed  # wide: a loaded CI machine is slow, a hang is forever
         # "[s]leep" keeps pgrep from matching the shell that runs it.
         check = await t.run(Command(f"pgrep -af '[s]leep 3[123]{n}'", timeout=10))
         assert check.exit_code == 1, f"still running: {check.stdout}"
@@ -254,7 +254,7 @@ async def test_unreachable_host_fails_within_connect_timeout(fleet):
                 await t.connect()
             elapsed = time.monotonic() - started
         assert "host6" in str(info.value) and "connect_timeout" in str(info.value)
-        assert 1.5 < elapsed < 3.5, elapsed
+        assert 1.5 < elapsed < 6, elapsed  # the default connect_timeout would be 10 s
     finally:
         fleet.heal("host6")
 
@@ -273,7 +273,7 @@ async def test_host_cut_mid_command_is_detected_by_keepalives(fleet):
             fleet.heal("host6")
         assert r.exit_code is None and not r.timed_out
         assert r.error and "host6" in r.error and "connection lost" in r.error
-        assert elapsed < 7, elapsed  # about interval x (count + 1)
+        assert elapsed < 10, elapsed  # about interval x (count + 1), against the 120 s timeout
         # After heal, the same transport reconnects for its next command ...
         again = await t.run(Command("echo back", timeout=10))
         assert again.stdout == "back\n", again.describe()
