@@ -193,8 +193,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
         # good: the next `release revert` undoes the new apply, and the half-reverted release is
         # no longer the latest (a resume of it would even count the hosts reverted before it as
         # reverted still).
-        if (latest and latest.state != REVERTED and latest.revert_state in (IN_PROGRESS, INTERRUPTED, FAILED)
-                and not force_release):
+        if latest and latest.partly_reverted and not force_release:
             raise InputError(f"release {latest.name} is partly reverted (revert {latest.revert_state}): "
                              "run `release revert` to finish it first (--force-release to go on anyway)")
         if (latest and p.resume_of is None and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS)
@@ -215,7 +214,12 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             release_id = p.resume_of
             before = j.get(release_id).manifests.get("sources") or {}
             j.claim_release(release_id, {"sources": merge_sources(before, journal_sources(project.sources))})
-            j.set_state(release_id, IN_PROGRESS)
+            partly_reverted = latest is not None and latest.partly_reverted
+            j.set_state(release_id, IN_PROGRESS, clear_revert=partly_reverted)
+            if partly_reverted:
+                # The hosts reverted so far are deployed again; a later revert undoes them again.
+                j.add_event("resume_over_revert", f"apply {name} resumed over a {latest.revert_state} revert "
+                            "(--force-release)", release_id)
         else:
             release_id = j.begin_release(name, p.previous, {"sources": journal_sources(project.sources)})
         logfile = open_run_log(project.root, name)

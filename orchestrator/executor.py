@@ -19,7 +19,7 @@ import networkx as nx
 from . import migrations
 from .errors import ReleaseError
 from .faults import FaultPoints
-from .journal import FAILED_STEP, OK, Journal, Step
+from .journal import FAILED_STEP, OK, SKIPPED, Journal, Step
 from .logs import get_logger
 from .manifests import DatabaseSpec, Project, ServiceSpec
 from .plan import runner_for
@@ -135,12 +135,25 @@ class Executor:
 
     async def command(self, host: str, script: str, env: dict[str, str], timeout: float) -> CommandResult:
         async with self._slots:
-            try:
-                return await self.transports[host].run(Command(script, env, timeout))
-            except ReleaseError as exc:
-                return CommandResult(None, error=str(exc))
-            except OSError as exc:
-                return CommandResult(None, error=f"host {host}: {exc}")
+            return await self._run(host, script, env, timeout)
+
+    async def launch(self, host: str, script: str, env: dict[str, str], timeout: float,
+                     on_start: Callable[[], None]) -> CommandResult | None:
+        """A step's own command; None if not started because the run began stopping while its
+        intent was being written or while it waited for a slot."""
+        async with self._slots:
+            if self.stopping:
+                return None
+            on_start()
+            return await self._run(host, script, env, timeout)
+
+    async def _run(self, host: str, script: str, env: dict[str, str], timeout: float) -> CommandResult:
+        try:
+            return await self.transports[host].run(Command(script, env, timeout))
+        except ReleaseError as exc:
+            return CommandResult(None, error=str(exc))
+        except OSError as exc:
+            return CommandResult(None, error=f"host {host}: {exc}")
 
     async def health(self, spec: ServiceSpec, host: str, version: str | None, previous: str | None,
                      log: Any) -> CommandResult:
@@ -190,9 +203,15 @@ class Executor:
             self.journal.intent, self.release_id, phase=self.phase, node=spec.name, kind="service",
             host=host, action=action, before=previous, after=version)
         self.faults.hit("after-intent", self.phase, spec.name, host)
-        log.info(f"{action}.start", version=version, previous=previous)
         t0 = time.monotonic()
-        result = await self.command(host, script, self.env(spec, host, action, version, previous), spec.timeout)
+        result = await self.launch(host, script, self.env(spec, host, action, version, previous), spec.timeout,
+                                   lambda: log.info(f"{action}.start", version=version, previous=previous))
+        if result is None:
+            why = "not started: the run was stopping"
+            await asyncio.to_thread(self.journal.outcome, step_id, SKIPPED, detail=why)
+            self.reports.append(StepReport(spec.name, "service", host, action, "skipped", detail=why))
+            log.info(f"{action}.not_started", why=why)
+            return False
         detail = None if result.ok else f"{action} failed on {host}: {result.describe()}"
         if result.ok and check_health and spec.health:
             health = await self.health(spec, host, version, previous, log)
@@ -207,6 +226,8 @@ class Executor:
         killed = not ok and self.killed
         if killed:
             detail = f"{action} on {host} killed by a second interrupt: {result.describe()}"
+        elif not ok:  # before the outcome's fsync: a step waiting for this slot must see it
+            self.fail(f"{spec.name} on {host}: {detail}")
         await asyncio.to_thread(
             self.journal.outcome, step_id, OK if ok else FAILED_STEP, exit_code=result.exit_code,
             stdout=result.stdout, stderr=result.stderr, detail=detail,
@@ -221,7 +242,6 @@ class Executor:
             log.warning(f"{action}.killed", why=detail)
         else:
             log.error(f"{action}.failed", why=detail)
-            self.fail(f"{spec.name} on {host}: {detail}")
         return ok
 
     def deploy_job(self, spec: ServiceSpec, targets: list[str], version: str,
@@ -263,6 +283,12 @@ class Executor:
                 self.journal.intent, self.release_id, phase=self.phase, node=spec.name, kind="database",
                 action=action, revision=hop.revision, before=hop.from_rev, after=hop.to_rev)
             self.faults.hit("after-intent", self.phase, spec.name, hop.revision)
+            if self.stopping:  # it began while the intent was being written
+                why = "not started: the run was stopping"
+                await asyncio.to_thread(self.journal.outcome, step_id, SKIPPED, detail=why)
+                self.reports.append(StepReport(spec.name, "database", None, action, "skipped",
+                                               revision=hop.revision, detail=why))
+                return False
             log.info(f"{action}.start", revision=hop.revision, direction=hop.direction)
             t0 = time.monotonic()
             try:
@@ -272,6 +298,8 @@ class Executor:
                 detail = str(exc)
             self.faults.hit("after-command", self.phase, spec.name, hop.revision)
             ok = detail is None
+            if not ok:
+                self.fail(f"{spec.name}: {detail}")
             await asyncio.to_thread(self.journal.outcome, step_id, OK if ok else FAILED_STEP, detail=detail)
             self.faults.hit("after-outcome", self.phase, spec.name, hop.revision)
             self.reports.append(StepReport(spec.name, "database", None, action, "ok" if ok else "failed",
@@ -279,7 +307,6 @@ class Executor:
                                            from_=hop.from_rev, to=hop.to_rev, detail=detail))
             if not ok:
                 log.error(f"{action}.failed", revision=hop.revision, why=detail)
-                self.fail(f"{spec.name}: {detail}")
                 return False
             log.info(f"{action}.done", revision=hop.revision, duration=round(time.monotonic() - t0, 3))
         return True
@@ -335,15 +362,21 @@ def changes_to_revert(apply_steps: list[Step], revert_steps: list[Step]) -> tupl
 
     Every apply step counts, done, failed or in doubt (intent without outcome): it may have
     changed something. The first step of a pair keeps the version from before the release,
-    even when the apply was resumed. Host reverts that already succeeded are not run again;
+    even when the apply was resumed. Host reverts that already succeeded are not run again,
+    unless the host was changed again after them (an apply resumed over a partial revert);
     databases are always probed (their actual heads decide what is left to downgrade).
     """
-    reverted = {(s.node, s.host) for s in revert_steps if s.kind == "service" and s.status == OK}
+    reverted: dict[tuple[str, str | None], int] = {}
+    for s in revert_steps:
+        if s.kind == "service" and s.status == OK:
+            reverted[(s.node, s.host)] = max(s.id, reverted.get((s.node, s.host), 0))
     services: dict[str, dict[str, HostChange]] = {}
     databases: dict[str, str | None] = {}
     for s in apply_steps:
+        if s.status == SKIPPED:  # journaled, never started: nothing to undo
+            continue
         if s.kind == "service":
-            if (s.node, s.host) in reverted:
+            if s.id < reverted.get((s.node, s.host), 0):
                 continue
             hosts = services.setdefault(s.node, {})
             if s.host in hosts:

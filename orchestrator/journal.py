@@ -79,8 +79,9 @@ events = sa.Table(
 
 # Release states (SPEC §4).
 IN_PROGRESS, APPLIED, FAILED, INTERRUPTED, REVERTED = "in_progress", "applied", "failed", "interrupted", "reverted"
-# Step statuses: an `intent` row with no outcome is in doubt: it may have happened.
-INTENT, OK, FAILED_STEP = "intent", "ok", "failed"
+# Step statuses: an `intent` row with no outcome is in doubt: it may have happened. `skipped`:
+# the run stopped (interrupt, failure elsewhere) after the intent and before the command started.
+INTENT, OK, FAILED_STEP, SKIPPED = "intent", "ok", "failed", "skipped"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class Release:
     proc_start: float | None
     manifests: dict[str, Any]
     message: str | None
+
+    @property
+    def partly_reverted(self) -> bool:
+        """A revert of it started and did not finish: some hosts may be back, others not."""
+        return self.state != REVERTED and self.revert_state in (IN_PROGRESS, INTERRUPTED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -315,16 +321,23 @@ class Journal:
             conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
 
     def set_state(self, release_id: int, state: str | None = None, *, revert_state: str | None = None,
-                  message: str | None = None) -> None:
+                  message: str | None = None, clear_revert: bool = False) -> None:
         values: dict[str, Any] = {"finished_at": time.time()}
         if state is not None:
             values["state"] = state
         if revert_state is not None:
             values["revert_state"] = revert_state
+        if clear_revert:
+            values["revert_state"] = None
         if message is not None:
             values["message"] = mask_text(message)
         with self.engine.begin() as conn:
             conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
+
+    def add_event(self, event: str, detail: str, release_id: int | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(events.insert().values(ts=time.time(), release_id=release_id, event=event,
+                                                detail=mask_text(detail)))
 
     def events(self, release_id: int | None = None) -> list[tuple[str, str]]:
         q = sa.select(events.c.event, events.c.detail).order_by(events.c.id)
@@ -371,6 +384,16 @@ class Journal:
         with self.engine.connect() as conn:
             return [Step(**r._mapping) for r in conn.execute(q)]
 
+    def in_doubt_hosts(self) -> set[tuple[str, str]]:
+        """(service, host) whose newest step has an intent and no outcome: a crash left it unknown
+        whether that deploy or revert ran, so `current_versions` cannot be trusted there."""
+        newest = (sa.select(sa.func.max(steps.c.id).label("id")).where(steps.c.kind == "service")
+                  .group_by(steps.c.node, steps.c.host).subquery())
+        q = sa.select(steps.c.node, steps.c.host).join(newest, steps.c.id == newest.c.id).where(
+            steps.c.status == INTENT)
+        with self.engine.connect() as conn:
+            return {(r.node, r.host) for r in conn.execute(q)}
+
     def expected_revisions(self) -> dict[str, set[str | None]]:
         """Per database, the revisions the journal allows it to be at now (for drift checks).
 
@@ -385,7 +408,7 @@ class Journal:
                     continue
                 if r.status == OK:
                     out[r.node] = {r.after}
-                elif r.status == FAILED_STEP:
+                elif r.status in (FAILED_STEP, SKIPPED):
                     out[r.node] = {r.before}
                 else:
                     out[r.node] = {r.before, r.after}

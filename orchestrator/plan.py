@@ -134,15 +134,20 @@ def check_migrations(project: Project) -> None:
 
 
 def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[str, dict[str, str]],
-                  forced: bool) -> PlanStep:
+                  forced: bool, in_doubt: set[tuple[str, str]]) -> PlanStep:
     hosts = project.hosts_of(spec)
     want = spec.version or name
     now = {h: current.get(spec.name, {}).get(h) for h in hosts}
     distinct = set(now.values())
     from_ = next(iter(distinct)) if len(distinct) == 1 else None
-    targets = [h for h in hosts if forced or now[h] != want]
-    return PlanStep(spec.name, "service", DEPLOY if targets else UNCHANGED, from_, want,
+    # Deploys are idempotent, so a host whose last step is in doubt is simply deployed again.
+    doubt = [h for h in hosts if (spec.name, h) in in_doubt]
+    targets = [h for h in hosts if forced or now[h] != want or h in doubt]
+    step = PlanStep(spec.name, "service", DEPLOY if targets else UNCHANGED, from_, want,
                     hosts=hosts, current=now, targets=targets)
+    if doubt:
+        step.warnings.append(f"in doubt on {', '.join(doubt)}: a run stopped mid-step there; deployed again")
+    return step
 
 
 def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | None] | None) -> PlanStep:
@@ -183,15 +188,20 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     if unknown:
         raise InputError(f"--force names unknown node(s): {', '.join(unknown)}")
     current = journal.current_versions() if journal else {}
+    in_doubt = journal.in_doubt_hosts() if journal else set()
     expected = journal.expected_revisions() if journal else {}
     latest = journal.latest() if journal else None
     previous = journal.last_applied_name() if journal else None
     resume_of = None
     notes = []
-    if latest and latest.name == name and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
+    if latest and latest.name == name and (latest.state in (FAILED, INTERRUPTED, IN_PROGRESS)
+                                           or latest.partly_reverted):
+        # A half-reverted release continues in its own record too: its revert must still know
+        # what came before it.
         resume_of = latest.id
         previous = latest.previous
-        notes.append(f"continues release {name} ({latest.state}): steps already done are skipped")
+        state = f"revert {latest.revert_state}" if latest.partly_reverted else latest.state
+        notes.append(f"continues release {name} ({state}): steps already done are skipped")
     elif latest and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
         notes.append(f"release {latest.name} is {latest.state}: run `release revert` first "
                      f"(or apply it again to continue it)")
@@ -199,7 +209,7 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     for node in graphs.order(g):
         spec = project.nodes[node]
         if isinstance(spec, ServiceSpec):
-            steps.append(_service_step(project, spec, name, current, node in force))
+            steps.append(_service_step(project, spec, name, current, node in force, in_doubt))
         else:
             steps.append(_database_step(project, spec, expected.get(node)))
     return Plan(release=name, previous=previous, waves=graphs.waves(g), steps=steps, graph=g,

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import psutil
 import pytest
 
-from helpers import (add_notes_revision, cli, clone, copy_demo, current, events, journal_rows, revision,
+from helpers import (add_notes_revision, cli, cli_json, clone, copy_demo, current, events, journal_rows, revision,
                      schema, slow_deploys, v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.executor import APPLY, REVERT, changes_to_revert
@@ -284,7 +284,8 @@ def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path
     proc = cli("revert", cwd=root, env={"RELEASE_FAULT": "after-outcome:orders@app1:revert"})
     assert proc.returncode == -signal.SIGKILL
     crashed = snapshot(root)
-    for proc in both(lambda: cli("apply", "v2.5", cwd=root), lambda: cli("apply", "v2.4", cwd=root)):
+    for name in ("v2.5", "v2.4"):  # one after the other: at once, one may meet the other's lock
+        proc = cli("apply", name, cwd=root)
         assert proc.returncode == 2, proc.stderr
         assert "v2.4 is partly reverted" in proc.stderr and "release revert" in proc.stderr
     assert snapshot(root) == crashed
@@ -292,6 +293,39 @@ def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path
     proc = cli("revert", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_reverted(root, base)
+
+
+@pytest.mark.parametrize("fault,touched", [
+    ("after-outcome:orders@app1:revert", ("orders", "app1")),  # reverted, and journaled so
+    ("after-command:payments@app2:revert", ("payments", "app2")),  # reverted, but in doubt
+])
+def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
+        base: Base, tmp_path: Path, fault: str, touched: tuple[str, str]) -> None:
+    """`apply v2.4 --force-release` over its own half-finished revert deploys the reverted hosts
+    again; the next revert must undo those too, though each of them was reverted once before."""
+    root = clone(base.v24, tmp_path / "r")
+    proc = cli("revert", cwd=root, env={"RELEASE_FAULT": fault})
+    assert proc.returncode == -signal.SIGKILL
+    assert current(root, touched[1], touched[0]) == "v2.3"
+    reverted_once = {(n, h) for n, h, _r, _s in v24_steps(root, REVERT, "kind='service'")}
+    assert touched in reverted_once
+    step = next(s for s in cli_json("plan", "v2.4", cwd=root)["steps"] if s["node"] == touched[0])
+    assert step["action"] == "deploy"
+    if fault.startswith("after-command"):  # the journal still says v2.4 there, but cannot know
+        assert step["current"][touched[1]] == "v2.4"
+        assert f"in doubt on {touched[1]}" in " ".join(step["warnings"])
+    proc = cli("apply", "v2.4", "--force-release", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert_applied(root, base)
+    redeployed = {(n, h) for n, h, _r, s in v24_steps(root, APPLY, "kind='service'")}
+    assert reverted_once <= redeployed
+    assert journal_rows(root, "select state, revert_state from releases where name='v2.4'") == [("applied", None)]
+    assert journal_rows(root, "select event from events where event='resume_over_revert'") == [("resume_over_revert",)]
+    proc = cli("revert", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert_reverted(root, base)
+    for n, h in reverted_once:  # reverted twice: once before the resumed apply, once after it
+        assert starts(root, h, "revert", n) == 2, (n, h)
 
 
 # -- SIGKILL of the whole process group at random instants -------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 import orchestrator
 from orchestrator.transports import CallLog, CommandResult, MockTransport
-from helpers import write
+from helpers import journal_rows, write
 
 STAMP = 'echo "$(date +%s.%N) {what} $RELEASE_SERVICE" >> events.log'
 
@@ -117,6 +117,29 @@ def test_rollout_stops_at_first_failed_host(tmp_path: Path) -> None:
     orchestrator.revert(root, transports=mock_factory(lambda h, c: CommandResult(0), log2))
     reverted = sorted((c.host, c.command.env["RELEASE_ACTION"]) for c in log2.calls)
     assert reverted == [("h1", "revert"), ("h2", "revert")]
+
+
+def test_step_waiting_for_a_slot_does_not_start_after_a_failure(tmp_path: Path) -> None:
+    """Both hosts' intents are written at once; with --parallelism 1 one command waits for the
+    other's slot. Once that one failed, the waiting one must not start: it is journaled as
+    skipped, and revert leaves its host alone."""
+    root = project(tmp_path, {"svc": "hosts: [h1, h2]\ndeploy: 'true'\nmax_parallel: 2\n"}, hosts=["h1", "h2"])
+    log = CallLog()
+
+    async def first_fails(host, cmd):
+        await asyncio.sleep(0.2)  # the other host's intent is written meanwhile
+        return CommandResult(1, stderr="boom")
+
+    with pytest.raises(orchestrator.StepFailed):
+        orchestrator.apply(root, "v1", parallelism=1, transports=mock_factory(first_fails, log))
+    assert len(log.calls) == 1
+    failed = log.calls[0].host
+    other = "h2" if failed == "h1" else "h1"
+    rows = journal_rows(root, "select host, status from steps where phase='apply' order by host")
+    assert sorted(rows) == sorted([(failed, "failed"), (other, "skipped")])
+    log2 = CallLog()
+    orchestrator.revert(root, transports=mock_factory(lambda h, c: CommandResult(0), log2))
+    assert [(c.host, c.command.env["RELEASE_ACTION"]) for c in log2.calls] == [(failed, "revert")]
 
 
 def test_command_environment(tmp_path: Path) -> None:
