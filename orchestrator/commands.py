@@ -19,7 +19,7 @@ from . import graph as graphs
 from .errors import HostUnreachable, InputError, Interrupted, StepFailed
 from .executor import APPLY, REVERT, Executor, StepReport, changes_to_revert
 from .faults import FaultPoints
-from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journal, default_url
+from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journal, Release, default_url
 from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import in_worker
@@ -205,7 +205,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             raise InputError("refusing to migrate databases changed outside `release`", problems=drifted)
         if not p.changes:
             if p.resume_of is not None:
-                j.set_state(p.resume_of, APPLIED, message="nothing left to do")
+                j.set_state(p.resume_of, APPLIED, message="nothing left to do",
+                            clear_revert=_resumed_over_revert(j, latest, p.resume_of))
             log.info("release.unchanged", message="nothing to change")
             return RunResult(name, APPLIED, message=f"release {name}: nothing to change")
         if p.resume_of is not None:
@@ -214,12 +215,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             release_id = p.resume_of
             before = j.get(release_id).manifests.get("sources") or {}
             j.claim_release(release_id, {"sources": merge_sources(before, journal_sources(project.sources))})
-            partly_reverted = latest is not None and latest.partly_reverted
-            j.set_state(release_id, IN_PROGRESS, clear_revert=partly_reverted)
-            if partly_reverted:
-                # The hosts reverted so far are deployed again; a later revert undoes them again.
-                j.add_event("resume_over_revert", f"apply {name} resumed over a {latest.revert_state} revert "
-                            "(--force-release)", release_id)
+            j.set_state(release_id, IN_PROGRESS, clear_revert=_resumed_over_revert(j, latest, release_id))
         else:
             release_id = j.begin_release(name, p.previous, {"sources": journal_sources(project.sources)})
         logfile = open_run_log(project.root, name)
@@ -228,6 +224,16 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
                                       str(logfile)))
         finally:
             close_run_log()
+
+
+def _resumed_over_revert(j: Journal, latest: Release | None, release_id: int) -> bool:
+    """Journal that an apply continues a half-reverted release (--force-release): the hosts
+    reverted so far are deployed again, and a later revert undoes them again."""
+    if latest is None or not latest.partly_reverted:
+        return False
+    j.add_event("resume_over_revert", f"apply {latest.name} resumed over a {latest.revert_state} revert "
+                "(--force-release)", release_id)
+    return True
 
 
 async def _apply(project: Project, g: nx.DiGraph, p: Plan, j: Journal, release_id: int, parallelism: int,

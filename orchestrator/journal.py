@@ -385,12 +385,15 @@ class Journal:
             return [Step(**r._mapping) for r in conn.execute(q)]
 
     def in_doubt_hosts(self) -> set[tuple[str, str]]:
-        """(service, host) whose newest step has an intent and no outcome: a crash left it unknown
-        whether that deploy or revert ran, so `current_versions` cannot be trusted there."""
-        newest = (sa.select(sa.func.max(steps.c.id).label("id")).where(steps.c.kind == "service")
+        """(service, host) whose newest step that ran did not end well: in doubt (a crash left it
+        unknown whether that deploy or revert ran) or failed (a command may fail after it switched
+        the host). `current_versions` only moves on success, so it cannot be trusted there.
+        Skipped steps never ran and do not count."""
+        newest = (sa.select(sa.func.max(steps.c.id).label("id"))
+                  .where((steps.c.kind == "service") & (steps.c.status != SKIPPED))
                   .group_by(steps.c.node, steps.c.host).subquery())
         q = sa.select(steps.c.node, steps.c.host).join(newest, steps.c.id == newest.c.id).where(
-            steps.c.status == INTENT)
+            steps.c.status.in_([INTENT, FAILED_STEP]))
         with self.engine.connect() as conn:
             return {(r.node, r.host) for r in conn.execute(q)}
 

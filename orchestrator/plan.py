@@ -146,7 +146,8 @@ def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[
     step = PlanStep(spec.name, "service", DEPLOY if targets else UNCHANGED, from_, want,
                     hosts=hosts, current=now, targets=targets)
     if doubt:
-        step.warnings.append(f"in doubt on {', '.join(doubt)}: a run stopped mid-step there; deployed again")
+        step.warnings.append(f"in doubt on {', '.join(doubt)}: the last step there did not finish cleanly "
+                             "(crash or failure); deployed again")
     return step
 
 
@@ -188,9 +189,11 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     if unknown:
         raise InputError(f"--force names unknown node(s): {', '.join(unknown)}")
     current = journal.current_versions() if journal else {}
-    in_doubt = journal.in_doubt_hosts() if journal else set()
     expected = journal.expected_revisions() if journal else {}
     latest = journal.latest() if journal else None
+    # While an apply or revert runs (plan takes no lock), its steps in flight are not in doubt.
+    running = latest is not None and IN_PROGRESS in (latest.state, latest.revert_state)
+    in_doubt = journal.in_doubt_hosts() if journal and not running else set()
     previous = journal.last_applied_name() if journal else None
     resume_of = None
     notes = []
@@ -200,8 +203,11 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
         # what came before it.
         resume_of = latest.id
         previous = latest.previous
-        state = f"revert {latest.revert_state}" if latest.partly_reverted else latest.state
-        notes.append(f"continues release {name} ({state}): steps already done are skipped")
+        if latest.partly_reverted:
+            notes.append(f"continues release {name} over its {latest.revert_state} revert (apply needs "
+                         "--force-release): hosts the revert put back are deployed again")
+        else:
+            notes.append(f"continues release {name} ({latest.state}): steps already done are skipped")
     elif latest and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
         notes.append(f"release {latest.name} is {latest.state}: run `release revert` first "
                      f"(or apply it again to continue it)")

@@ -317,8 +317,9 @@ def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
     proc = cli("apply", "v2.4", "--force-release", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_applied(root, base)
-    redeployed = {(n, h) for n, h, _r, s in v24_steps(root, APPLY, "kind='service'")}
-    assert reverted_once <= redeployed
+    redeployed = {(n, h) for n, h, _r, s in v24_steps(
+        root, APPLY, "kind='service' and id > (select max(id) from steps where phase='revert')")}
+    assert redeployed == reverted_once
     assert journal_rows(root, "select state, revert_state from releases where name='v2.4'") == [("applied", None)]
     assert journal_rows(root, "select event from events where event='resume_over_revert'") == [("resume_over_revert",)]
     proc = cli("revert", cwd=root)
@@ -326,6 +327,22 @@ def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
     assert_reverted(root, base)
     for n, h in reverted_once:  # reverted twice: once before the resumed apply, once after it
         assert starts(root, h, "revert", n) == 2, (n, h)
+
+
+def test_force_release_over_a_revert_that_changed_nothing(base: Base, tmp_path: Path) -> None:
+    """The revert died before its first step: continuing v2.4 has nothing to do, and v2.4 must
+    then count as applied, not as partly reverted (which would refuse every later apply)."""
+    root = clone(base.v24, tmp_path / "r")
+    proc = cli("revert", cwd=root, env={"RELEASE_FAULT": "before-intent:web@edge1:revert"})
+    assert proc.returncode == -signal.SIGKILL
+    assert cli("apply", "v2.4", cwd=root).returncode == 2
+    proc = cli("apply", "v2.4", "--force-release", cwd=root)
+    assert proc.returncode == 0 and "nothing to change" in proc.stdout, proc.stderr
+    assert journal_rows(root, "select state, revert_state from releases where name='v2.4'") == [("applied", None)]
+    assert snapshot(root) == base.s24
+    proc = cli("revert", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert_reverted(root, base)
 
 
 # -- SIGKILL of the whole process group at random instants -------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,25 +27,26 @@ KILL_GRACE = 3.0
 SHIELDED = 'trap "" INT; exec sh -c "$1"'
 
 
-_spawning = 0  # spawns under way in this (the event loop's) thread
+_spawning = threading.local()  # spawns under way per thread: the signal mask is per thread
 
 
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread (the one that forks); a Ctrl-C meanwhile stays pending for us.
+    """Block SIGINT in this thread (the one that forks) while a spawn is under way; the process
+    still gets a Ctrl-C meanwhile, through another thread or once it is unblocked.
 
     Counted rather than saved and restored: spawns interleave at their awaits, so their exits are
     not in the order of their entries, and restoring a saved mask would leave SIGINT blocked.
     """
-    global _spawning
-    if _spawning == 0:
+    count = getattr(_spawning, "count", 0)
+    if count == 0:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    _spawning += 1
+    _spawning.count = count + 1
     try:
         yield
     finally:
-        _spawning -= 1
-        if _spawning == 0:
+        _spawning.count -= 1
+        if _spawning.count == 0:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
