@@ -259,6 +259,35 @@ async def test_unreachable_host_fails_within_connect_timeout(fleet):
         fleet.heal("host6")
 
 
+async def test_command_dies_on_the_host_when_the_controller_goes_silent(fleet):
+    """A network outage, not a crash: no end of file reaches the host, sshd notices nothing for
+    minutes, and a deploy left running could finish behind a later revert. The host must kill it
+    itself after `silence` seconds without a heartbeat, during the outage."""
+    n = str(secrets.randbelow(10**6)).zfill(6)
+    script = f"trap 'date +%s.%N > silenced.{n}; exit 1' TERM; sleep 38{n} & wait"
+    async with transport(fleet, "host6", keepalive_interval=1, keepalive_count_max=2) as t:
+        assert t.silence == 3
+        await t.connect()
+        task = asyncio.create_task(t.run(Command(script, timeout=120)))
+        await asyncio.sleep(0.5)
+        fleet.cut("host6")
+        cut_at = time.time()
+        try:
+            r = await asyncio.wait_for(task, 15)
+            # Well past the silence bound, and then some: a loaded machine is slow.
+            await asyncio.sleep(max(0.0, cut_at + 3 + 5 - time.time()))
+        finally:
+            fleet.heal("host6")
+        healed_at = time.time()
+        assert r.error and "connection lost" in r.error
+        check = await t.run(Command(f"cat silenced.{n} 2>/dev/null || echo never; "
+                                    f"pgrep -f '[s]leep 38{n}' >/dev/null && echo running || echo gone",
+                                    timeout=10))
+        killed_at, after = check.stdout.split()
+        assert killed_at != "never" and after == "gone", check.stdout
+        assert cut_at < float(killed_at) < healed_at, (cut_at, killed_at, healed_at)
+
+
 async def test_host_cut_mid_command_is_detected_by_keepalives(fleet):
     async with transport(fleet, "host6", keepalive_interval=1, keepalive_count_max=3) as t:
         await t.connect()

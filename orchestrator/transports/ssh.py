@@ -18,12 +18,15 @@ deploy still running when `release` is killed would otherwise finish later, poss
 never closed by the client, and a watcher in the wrapper kills the process group (and session)
 when it reads end-of-file there, that is when the channel or the connection went away while the
 command still ran: a remote command dies with the tool's connection as a local one dies with the
-tool's process group.
+tool's process group. A controller that loses its network sends no end of file, so the transport
+also writes a heartbeat line there, and the watcher kills the command after `silence` seconds
+without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import secrets
@@ -109,15 +112,21 @@ def _kill_script(pgids: list[int]) -> str:
     )
 
 
-# Runs beside the command and reads the channel's stdin, which only ends when the channel or the
-# connection went away: then TERM the command's process group (itself spared), KILL after a second,
-# session too. Until then a TERM (the kill channel's) ends it with the rest of the group; the
-# wrapper kills it as soon as the command ended, so it never fires after that.
-_WATCHER = (
-    "{ while read -r _; do :; done; "
-    "trap '' TERM; kill -TERM -$$; sleep 1; "
-    'command -v pkill >/dev/null 2>&1 && pkill -KILL -s $$; kill -KILL -$$; }'
-)
+# Runs beside the command and reads the channel's stdin, on which the transport writes a line
+# every keepalive_interval. When the channel or the connection went away (end of file), or when
+# nothing arrived for `silence` seconds (the controller lost its network: sshd may not notice for
+# minutes), TERM the command's process group (itself spared), KILL after a second, session too.
+# Without coreutils' `timeout` on the host, only the end of file counts. Until then a TERM (the
+# kill channel's) ends it with the rest of the group; the wrapper kills it as soon as the
+# command ended, so it never fires after that.
+def _watcher(silence: int) -> str:
+    return (
+        "{ if command -v timeout >/dev/null 2>&1; then "
+        f'while l=$(timeout {silence} head -n 1) && [ -n "$l" ]; do :; done; '
+        "else while read -r _; do :; done; fi; "
+        "trap '' TERM; kill -TERM -$$; sleep 1; "
+        'command -v pkill >/dev/null 2>&1 && pkill -KILL -s $$; kill -KILL -$$; }'
+    )
 
 
 async def _open(conn: asyncssh.SSHClientConnection, client: _Client | None, line: str):
@@ -326,6 +335,21 @@ class SSHTransport(Transport):
 
     # -- running ------------------------------------------------------------------------------
 
+    @property
+    def silence(self) -> int:
+        """Seconds without a heartbeat after which the host kills the command: one interval more
+        than our own keepalives need to give up on the connection."""
+        spec = self.spec
+        return max(2, math.ceil(spec.keepalive_interval * (spec.keepalive_count_max + 1)))
+
+    async def _heartbeat(self, process: asyncssh.SSHClientProcess) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.spec.keepalive_interval)
+                process.stdin.write(b".\n")
+        except _LOST:
+            pass  # the channel is gone; the watcher sees the end of file or the silence
+
     def _wrapper(self, command: Command, marker: str) -> str:
         exports = "".join(
             f"export {k}={shlex.quote(str(v))}; " for k, v in command.env.items()
@@ -338,7 +362,7 @@ class SSHTransport(Transport):
             # non-interactive shell makes background jobs ignore INT and QUIT, which the
             # command and what it starts must not inherit.
             "exec 3<&0; "
-            f"{_WATCHER} <&3 >/dev/null 2>&1 & w=$!; "
+            f"{_watcher(self.silence)} <&3 >/dev/null 2>&1 & w=$!; "
             "exec 3<&-; "
             f"/bin/sh -c {shlex.quote(command.script)} </dev/null; s=$?; "
             'kill -KILL "$w" 2>/dev/null; exit "$s"'
@@ -387,6 +411,7 @@ class SSHTransport(Transport):
             )
         entry = _Running(process)
         self._running.add(entry)
+        beat = asyncio.create_task(self._heartbeat(process))
         timed_out = False
         lost: str | None = None
         try:
@@ -411,6 +436,7 @@ class SSHTransport(Transport):
             except (asyncio.TimeoutError, *_LOST):
                 pass
         finally:
+            beat.cancel()
             self._running.discard(entry)
         duration = time.monotonic() - start
         out, err = tail(bytes(entry.out)), tail(bytes(entry.err))
