@@ -156,7 +156,9 @@ def status() -> None:
     if opts.json:
         _out(st)
         return
-    print(f"release: {st['release'] or '(none)'}  state: {st['state'] or '-'}")
+    revert = (f" (revert {st['revert_state']}: run `release revert` to finish it)"
+              if st.get("revert_state") else "")
+    print(f"release: {st['release'] or '(none)'}  state: {st['state'] or '-'}{revert}")
     for svc, hosts in sorted(st["services"].items()):
         print(f"  {svc:<16} " + ", ".join(f"{h}={v}" for h, v in sorted(hosts.items())))
     for db, rev in sorted(st["databases"].items()):

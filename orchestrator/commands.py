@@ -23,7 +23,7 @@ from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journa
 from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import in_worker
-from .plan import MIGRATE, Plan, check_migrations, journal_sources, journaled_project, make_plan, runner_for
+from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project, make_plan, runner_for
 from .secrets import mask_url
 from .transports import Transport, TransportFactory, make_transports
 from .view import LiveView
@@ -159,9 +159,14 @@ async def _drive(ex: Executor, jobs: dict[str, Any], journal: Journal) -> bool:
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY)
             try:
-                await asyncio.to_thread(journal.heartbeat)
+                ours = await asyncio.to_thread(journal.heartbeat)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not end the heartbeat
                 ex.log.warning("lock.heartbeat_failed", error=str(exc))
+                continue
+            if not ours and not ex.stop.is_set():
+                # Someone removed our lock: another run may start, so start nothing more.
+                ex.log.error("lock.lost", message="the release lock was removed; no new steps start")
+                ex.stop.set()
 
     beater = asyncio.create_task(beat())
     try:
@@ -184,6 +189,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports) -> RunResult:
     """Apply release `name`. Raises StepFailed (1), Interrupted (130), LockHeld (3), InputError (2)."""
+    check_release_name(name)  # before the journal is created: rejected input changes nothing
     project, g = load(project_dir)
     log = get_logger(release=name)
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
@@ -361,6 +367,8 @@ def status(project_dir: Path | str, *, journal: str | None = None) -> dict[str, 
             latest = j.latest()
             if latest:
                 out["release"], out["state"] = latest.name, latest.state
+                if latest.partly_reverted:  # only then: hosts may be half back
+                    out["revert_state"] = latest.revert_state
             out["services"] = j.current_versions()
         finally:
             j.close()

@@ -165,6 +165,7 @@ class Executor:
                 await asyncio.sleep(spec.health_interval)
             result = await self.command(host, spec.health, env, spec.timeout)
             if result.ok:
+                log.debug("health.ok", attempt=attempt + 1, stdout=result.stdout.strip())
                 return result
             log.warning("health.failed", attempt=attempt + 1, of=spec.health_retries + 1, why=result.describe())
         return result
@@ -212,6 +213,9 @@ class Executor:
             self.reports.append(StepReport(spec.name, "service", host, action, "skipped", detail=why))
             log.info(f"{action}.not_started", why=why)
             return False
+        # -v: what the command printed, also kept in the run's JSONL log and the journal.
+        log.debug(f"{action}.output", exit_code=result.exit_code, stdout=result.stdout.strip(),
+                  stderr=result.stderr.strip())
         detail = None if result.ok else f"{action} failed on {host}: {result.describe()}"
         if result.ok and check_health and spec.health:
             health = await self.health(spec, host, version, previous, log)

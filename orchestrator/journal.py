@@ -175,7 +175,15 @@ class Journal:
     def open(cls, url: str, *, create: bool) -> "Journal | None":
         """The journal at `url`; None when it does not exist and `create` is False (plan, status)."""
         url = _normalise_url(url)
-        is_sqlite = url.startswith("sqlite")
+        try:
+            parsed = sa.engine.make_url(url)
+            dialect, driver = parsed.get_backend_name(), parsed.get_driver_name()
+        except sa.exc.ArgumentError:
+            dialect = driver = None
+        if (dialect, driver) not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")):
+            raise InputError(f"journal URL {mask_url(url)}: not supported; use sqlite:///PATH or "
+                             "postgresql+psycopg://USER@HOST/DB")
+        is_sqlite = dialect == "sqlite"
         if is_sqlite:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:":
@@ -488,7 +496,25 @@ class Journal:
                 id=1, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
                 proc_start=process_start(pid), command=command, since=now, heartbeat=now))
         self.lock_id = lock_id
+        get_logger().debug("lock.acquired", lock_id=lock_id, journal=mask_url(self.url))
         return lock_id
+
+    def _holder_alive(self, row: Any) -> str | None:
+        """Why the lock's holder counts as alive, or None when it looks gone."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as probe:
+                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+                if got:
+                    probe.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                probe.commit()
+            return None if got else "its session still holds the PostgreSQL advisory lock"
+        if row.hostname == self.hostname:
+            return "its process is running on this machine" if process_alive(row.pid, row.proc_start) else None
+        age = time.time() - row.heartbeat
+        if age < STALE_HEARTBEAT:
+            return (f"its heartbeat is {age:.0f}s old; a lock from another machine counts as stale after "
+                    f"{STALE_HEARTBEAT:.0f}s")
+        return None
 
     def _lock_row(self) -> Any:
         with self.engine.connect() as conn:
@@ -506,11 +532,14 @@ class Journal:
                     f"process is really gone, run `release unlock {row.lock_id}`")
         return msg
 
-    def heartbeat(self) -> None:
+    def heartbeat(self) -> bool:
+        """Refresh our lock row; False when it is no longer ours (removed by `release unlock`)."""
         if self.lock_id is None:
-            return
+            return True
         with self.engine.begin() as conn:
-            conn.execute(lock_table.update().where(lock_table.c.lock_id == self.lock_id).values(heartbeat=time.time()))
+            res = conn.execute(lock_table.update().where(lock_table.c.lock_id == self.lock_id)
+                               .values(heartbeat=time.time()))
+            return res.rowcount == 1
 
     def release_lock(self) -> None:
         if self.lock_id is not None:
@@ -522,12 +551,17 @@ class Journal:
             self._lock_conn = None
 
     def unlock(self, lock_id: str) -> None:
+        """Remove a stale lock (SPEC §4): never one whose holder is known to be alive, which
+        would let a second apply run beside it."""
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(lock_table)).first()
             if row is None:
                 raise InputError("there is no release lock to remove")
             if row.lock_id != lock_id:
                 raise InputError(f"lock id {lock_id!r} does not match the lock held ({row.lock_id}); nothing removed")
+            alive = self._holder_alive(row)
+            if alive:
+                raise LockHeld(f"{self._holder_message(row, stale=False)}: not stale ({alive}); nothing removed")
             conn.execute(lock_table.delete())
             conn.execute(events.insert().values(
                 ts=time.time(), event="unlock",

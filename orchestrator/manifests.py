@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -191,7 +191,7 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
 
     for path, text in sources.items():
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "(file)"
@@ -284,9 +284,31 @@ def _check_references(project: Project, inv_path: str) -> list[str]:
     return problems
 
 
+
+class _Loader(yaml.SafeLoader):
+    """YAML with plain decimal numbers only (as YAML 1.2's core schema): 010, 0x1F, 1_000 or
+    1:30 stay strings exactly as written instead of becoming 8, 31, 1000 or 90."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _node_name(path: str, text: str) -> str | None:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError:
         return None
     if not isinstance(data, dict):
@@ -313,7 +335,7 @@ def merge_sources(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
             merged[path] = text
     if inv_path in old and inv_path in new:
         try:
-            before, now = yaml.safe_load(old[inv_path]) or {}, yaml.safe_load(new[inv_path]) or {}
+            before, now = load_yaml(old[inv_path]) or {}, load_yaml(new[inv_path]) or {}
         except yaml.YAMLError:
             return merged
         if isinstance(before, dict) and isinstance(now, dict):

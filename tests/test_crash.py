@@ -290,6 +290,9 @@ def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path
         assert "v2.4 is partly reverted" in proc.stderr and "release revert" in proc.stderr
     assert snapshot(root) == crashed
     assert journal_rows(root, "select name from releases order by id") == [("v2.3",), ("v2.4",)]
+    st = status(root)
+    assert (st["state"], st["revert_state"]) == ("applied", "interrupted")  # status says it is half back
+    assert "(revert interrupted: run `release revert` to finish it)" in cli("status", cwd=root).stdout
     proc = cli("revert", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_reverted(root, base)

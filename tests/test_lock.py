@@ -137,6 +137,10 @@ def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     assert f"feedc0ffee00 is held by deploy@{socket.gethostname()} pid {me.pid} (revert)" in proc.stderr
     assert "stale" not in proc.stderr  # a live holder is never called stale
     assert not all_at(root, "v2.4") and journal_events(root) == []
+    # Nor removed by `release unlock`: a second apply would then run beside the holder.
+    proc = cli("unlock", "feedc0ffee00", cwd=root)
+    assert proc.returncode == 3 and "running on this machine" in proc.stderr and "nothing removed" in proc.stderr
+    assert lock_ids(root) == ["feedc0ffee00"] and journal_events(root) == []
     # The holder lets go while the next apply waits: that one then runs.
     threading.Timer(1.5, lambda: execute(root, "delete from lock")).start()
     proc = cli("apply", "v2.4", "--lock-wait", "30", cwd=root)
@@ -153,6 +157,8 @@ def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> No
     proc = cli("apply", "v2.4", cwd=root)
     assert proc.returncode == 3 and "0ddba11cafe0 is held by deploy@build-7.example pid 4242" in proc.stderr
     assert "stale" not in proc.stderr
+    proc = cli("unlock", "0ddba11cafe0", cwd=root)  # a fresh heartbeat: not stale yet
+    assert proc.returncode == 3 and "heartbeat is" in proc.stderr and lock_ids(root) == ["0ddba11cafe0"]
     execute(root, "update lock set heartbeat = ?", time.time() - 3600)
     proc = cli("revert", cwd=root)
     assert proc.returncode == 3
@@ -168,3 +174,30 @@ def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> No
     assert proc.returncode == 2 and "no release lock" in proc.stderr
     cli("apply", "v2.4", cwd=root, check=0)
     assert all_at(root, "v2.4")
+
+
+def test_run_whose_lock_was_removed_starts_nothing_more(applied: Path, tmp_path: Path) -> None:
+    """A lock removed under a running apply (by hand, or `release unlock` of a lock wrongly
+    thought stale): at its next heartbeat the apply starts no new step, lets running ones finish,
+    and ends `interrupted` (130), from where revert works."""
+    root = clone(applied, tmp_path / "r")
+    slow_deploys(root, {s: 4 for s in SERVICES})
+    proc = popen(root, "apply", "v2.4")
+    try:
+        deadline = time.monotonic() + 30
+        while not lock_ids(root) or not any(e[1] == "start" for h in ("app1", "app2") for e in events(root, h)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the apply never started"
+            time.sleep(0.05)
+        execute(root, "delete from lock")
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "lock.lost" in err
+    assert journal_rows(root, "select state from releases where name='v2.4'") == [("interrupted",)]
+    assert current(root, "edge1", "web") == "v2.3"  # the last wave never started
+    proc = cli("revert", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert all_at(root, "v2.3")

@@ -488,3 +488,46 @@ def test_concurrent_applies_on_a_postgresql_journal(tmp_path: Path, pg_db: str) 
             assert [tuple(r) for r in c.execute(sa.text("select name, state from releases"))] == [("v1", "applied")]
     finally:
         engine.dispose()
+
+
+def test_unlock_on_a_postgresql_journal_spares_a_live_holder(tmp_path: Path, pg_db: str) -> None:
+    """On PostgreSQL the advisory lock tells a live holder from a stale row: `release unlock`
+    refuses the first (exit 3) and removes the second."""
+    root = copy_demo(tmp_path / "repo")
+    slow_deploys(root, {"catalog": 3})
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("RELEASE_FAULT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "apply", "v1", "--journal", pg_db], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    engine = sa.create_engine(pg_db, poolclass=sa.pool.NullPool)
+
+    def lock_ids() -> list[str]:
+        try:
+            with engine.connect() as c:
+                return [r[0] for r in c.execute(sa.text("select lock_id from lock"))]
+        except sa.exc.ProgrammingError:  # the schema is not there yet
+            return []
+
+    try:
+        deadline = time.monotonic() + 60
+        while not lock_ids():
+            assert time.monotonic() < deadline and proc.poll() is None, "the apply never took the lock"
+            time.sleep(0.05)
+        [held] = lock_ids()
+        refused = cli("unlock", held, "--journal", pg_db, cwd=root)
+        assert refused.returncode == 3 and "advisory lock" in refused.stderr and "nothing removed" in refused.stderr
+        assert lock_ids() == [held]
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        # A row left behind by a holder whose session is gone is stale: unlock removes it.
+        with engine.begin() as c:
+            c.execute(sa.text("insert into lock (id, lock_id, owner, hostname, pid, proc_start, command, since, "
+                              "heartbeat) values (1, 'deadbeef0000', 'ci', 'gone.example', 1, 1, 'apply v2', "
+                              ":t, :t)"), {"t": time.time()})
+        cli("unlock", "deadbeef0000", "--journal", pg_db, cwd=root, check=0)
+        assert lock_ids() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        engine.dispose()

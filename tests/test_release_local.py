@@ -113,6 +113,17 @@ def test_apply_status_and_order(demo: Path) -> None:
     assert any(e["event"] == "deploy.done" and e["node"] == "orders" and e["host"] == "app2" for e in lines)
 
 
+def test_verbose_shows_what_commands_printed(demo: Path) -> None:
+    quiet = cli("apply", "v2.3", cwd=demo, check=0)
+    assert "deploy.output" not in quiet.stderr and "lock.acquired" not in quiet.stderr
+    write(demo, {"services.d/web.yaml": (demo / "services.d/web.yaml").read_text().replace(
+        "  set -e\n", "  set -e\n  echo \"hello from $RELEASE_HOST\"\n", 1)})
+    loud = cli("-v", "apply", "v2.4", cwd=demo, check=0)
+    lines = [line for line in loud.stderr.splitlines() if "deploy.output" in line and "web@edge1" in line]
+    assert len(lines) == 1 and "hello from edge1" in lines[0] and "exit_code=0" in lines[0]
+    assert "lock.acquired" in loud.stderr and "health.ok" in loud.stderr
+
+
 def test_unchanged_not_redeployed(demo: Path) -> None:
     cli("apply", "v2.3", cwd=demo, check=0)
     before = events(demo, "app1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, write
+from helpers import cli, cli_json, copy_demo, write
 
 
 @pytest.fixture
@@ -84,7 +84,22 @@ def test_bad_release_name(demo: Path) -> None:
     proc = cli("apply", "v1;rm -rf /", cwd=demo)
     assert proc.returncode == 2
     assert "does not match" in proc.stderr
-    assert not (demo / ".release" / "hosts").exists()
+    assert not (demo / ".release").exists()  # rejected before anything, the journal included
+
+
+def test_numbers_in_yaml_stay_as_written(demo: Path) -> None:
+    """YAML 1.1 reads 010 as 8 and 0x1F as 31: a version must deploy exactly as written."""
+    write(demo, {"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nversion: 010\n",
+                 "services.d/payments.yaml": "hosts: [backend]\ndeploy: 'true'\nversion: 0x1F\n"
+                                             "depends_on: [accounts]\ntimeout: 60\n"})
+    steps = {s["node"]: s for s in cli_json("plan", "v1", cwd=demo)["steps"]}
+    assert steps["web"]["to"] == "010" and steps["payments"]["to"] == "0x1F"
+
+
+def test_journal_url_of_an_unsupported_kind(demo: Path) -> None:
+    for url in ("mysql://u@127.0.0.1/x", "not a url", "postgresql+psycopg2://u@127.0.0.1/x"):
+        proc = cli("status", "--journal", url, cwd=demo)
+        assert proc.returncode == 2 and "not supported" in proc.stderr and "internal error" not in proc.stderr, url
 
 
 def test_validate_ok_on_demo(demo: Path) -> None:

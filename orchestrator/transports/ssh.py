@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from ..errors import HostUnreachable
+from ..logs import get_logger
 from ..manifests import HostSpec
 from .base import Command, CommandResult, Transport, tail
 
@@ -234,12 +235,16 @@ class SSHTransport(Transport):
                 f"known_hosts file {known_hosts} does not exist, so the host key cannot be "
                 "verified"
             )
+        t0 = time.monotonic()
         if self._handshakes is not None:
             async with self._handshakes:
                 conn, client = await self._handshake(tunnel, known_hosts)
         else:
             conn, client = await self._handshake(tunnel, known_hosts)
         self._conn, self._client = conn, client
+        get_logger(host=self.name).debug("ssh.connected", address=self.where,
+                                         via=self.jump.name if self.jump else None,
+                                         seconds=round(time.monotonic() - t0, 3))
 
     async def _handshake(self, tunnel, known_hosts: str, host_key_algs=()):
         spec = self.spec
