@@ -157,7 +157,7 @@ def _format_validation(path: str, exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(file)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":
@@ -189,6 +189,8 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     files: dict[str, str] = {}
     inv_path = f"{MANIFEST_DIR}/{INVENTORY_FILE}"
 
+    broken: set[str] = set()  # nodes whose file has its own problems: not "unknown" elsewhere
+    inventory_ok = True
     for path, text in sources.items():
         try:
             data = load_yaml(text)
@@ -196,19 +198,25 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "(file)"
             problems.append(f"{path}: {where}: malformed YAML: {getattr(exc, 'problem', exc)}")
+            broken.add(Path(path).stem)
+            inventory_ok = inventory_ok and path != inv_path
             continue
         if data is None:
             data = {}
         if not isinstance(data, dict):
             problems.append(f"{path}: (file): expected a mapping, got {type(data).__name__}")
+            broken.add(Path(path).stem)
+            inventory_ok = inventory_ok and path != inv_path
             continue
         if path == inv_path:
             try:
                 inventory = Inventory.model_validate(data)
             except ValidationError as exc:
                 problems.extend(_format_validation(path, exc))
+                inventory_ok = False
             continue
         data.setdefault("name", Path(path).stem)
+        broken.add(str(data["name"]))  # until it validates
         if isinstance(data.get("version"), float):
             # YAML reads 1.10 as the number 1.1: refuse rather than deploy the wrong version.
             problems.append(f"{path}: version: {data['version']!r} is a number in YAML; quote it "
@@ -230,17 +238,20 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
             continue
         nodes[spec.name] = spec
         files[spec.name] = path
+        broken.discard(spec.name)
 
     if inv_path not in sources:
         problems.append(f"{inv_path}: (file): the inventory is missing")
+        inventory_ok = False
     project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources))
-    problems.extend(_check_references(project, inv_path))
+    problems.extend(_check_references(project, inv_path, broken, inventory_ok))
     if problems:
         raise InputError("invalid manifests", problems=problems)
     return project
 
 
-def _check_references(project: Project, inv_path: str) -> list[str]:
+def _check_references(project: Project, inv_path: str, broken: set[str], inventory_ok: bool) -> list[str]:
+    """Cross-file problems, leaving out the echoes of a file already reported as broken."""
     problems = []
     inv = project.inventory
     for group, members in inv.groups.items():
@@ -267,17 +278,18 @@ def _check_references(project: Project, inv_path: str) -> list[str]:
         path = project.files[name]
         for dep in spec.depends_on:
             if dep not in project.nodes:
-                problems.append(f"{path}: depends_on: unknown node {dep!r}")
+                if dep not in broken:
+                    problems.append(f"{path}: depends_on: unknown node {dep!r}")
             elif dep == name:
                 problems.append(f"{path}: depends_on: {name!r} depends on itself")
-        if isinstance(spec, ServiceSpec):
+        if isinstance(spec, ServiceSpec) and inventory_ok:
             if not spec.hosts or (not project.hosts_of(spec) and all(
                     r in inv.hosts or r in inv.groups for r in spec.hosts)):
                 problems.append(f"{path}: hosts: service {name!r} has no hosts")
             for ref in spec.hosts:
                 if ref not in inv.hosts and ref not in inv.groups:
                     problems.append(f"{path}: hosts: unknown host or group {ref!r}")
-        else:
+        elif isinstance(spec, DatabaseSpec):
             for dep in spec.depends_on:
                 if dep in project.services:
                     problems.append(f"{path}: depends_on: a database cannot depend on service {dep!r}")

@@ -87,6 +87,20 @@ def test_bad_release_name(demo: Path) -> None:
     assert not (demo / ".release").exists()  # rejected before anything, the journal included
 
 
+def test_a_broken_file_is_reported_once_not_echoed(demo: Path) -> None:
+    """orders.yaml has a bad field: that is the problem, not that three services depending on
+    orders now name an "unknown node"; pydantic's "Value error," prefix stays out of messages."""
+    path = demo / "services.d" / "orders.yaml"
+    path.write_text(path.read_text() + "health_retries: -1\n")
+    write(demo, {"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nmax_parallel: 0%\n"
+                                        "depends_on: [orders, payments, catalog]\n"})
+    proc = cli("validate", cwd=demo)
+    assert proc.returncode == 2
+    assert "services.d/orders.yaml: health_retries:" in proc.stderr
+    assert "services.d/web.yaml: max_parallel:" in proc.stderr
+    assert "unknown node" not in proc.stderr and "Value error" not in proc.stderr, proc.stderr
+
+
 def test_numbers_in_yaml_stay_as_written(demo: Path) -> None:
     """YAML 1.1 reads 010 as 8 and 0x1F as 31: a version must deploy exactly as written."""
     write(demo, {"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nversion: 010\n",
