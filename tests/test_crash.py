@@ -325,19 +325,24 @@ def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
     assert redeployed == reverted_once
     assert journal_rows(root, "select state, revert_state from releases where name='v2.4'") == [("applied", None)]
     assert journal_rows(root, "select event from events where event='resume_over_revert'") == [("resume_over_revert",)]
+    marks = {h: len(events(root, h)) for h in HOSTS}
     proc = cli("revert", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_reverted(root, base)
-    for n, h in reverted_once:  # reverted twice: once before the resumed apply, once after it
-        assert starts(root, h, "revert", n) == 2, (n, h)
+    for n, h in reverted_once:  # reverted (again) after the resumed apply put them forward
+        assert any(e[1:4] == ("start", "revert", n) for e in events(root, h)[marks[h]:]), (n, h)
 
 
 def test_force_release_over_a_revert_that_changed_nothing(base: Base, tmp_path: Path) -> None:
-    """The revert died before its first step: continuing v2.4 has nothing to do, and v2.4 must
-    then count as applied, not as partly reverted (which would refuse every later apply)."""
+    """The revert died before its first step (as if killed right after its preflight):
+    continuing v2.4 has nothing to do, and v2.4 must then count as applied, not as partly
+    reverted (which would refuse every later apply)."""
     root = clone(base.v24, tmp_path / "r")
-    proc = cli("revert", cwd=root, env={"RELEASE_FAULT": "before-intent:web@edge1:revert"})
-    assert proc.returncode == -signal.SIGKILL
+    con = sqlite3.connect(root / ".release" / "journal.db")
+    with con:  # a fault hook only fires at a step, and the first revert wave has two of them
+        con.execute("update releases set revert_state='in_progress' where name='v2.4'")
+    con.close()
+    assert status(root)["revert_state"] == "interrupted"  # its process is gone
     assert cli("apply", "v2.4", cwd=root).returncode == 2
     proc = cli("apply", "v2.4", "--force-release", cwd=root)
     assert proc.returncode == 0 and "nothing to change" in proc.stdout, proc.stderr
