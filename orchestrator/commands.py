@@ -23,7 +23,8 @@ from .journal import APPLIED, FAILED, IN_PROGRESS, INTERRUPTED, REVERTED, Journa
 from .logs import attach_view, close_run_log, get_logger, log_format, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import in_worker
-from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project, make_plan, runner_for
+from .plan import (MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project,
+                   make_plan, runner_for)
 from .secrets import mask_url
 from .transports import Transport, TransportFactory, make_transports
 from .view import LiveView

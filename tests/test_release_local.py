@@ -142,10 +142,15 @@ def test_unchanged_not_redeployed(demo: Path) -> None:
 
 
 
-def test_failed_release_reverts_exactly(demo: Path) -> None:
+def v24_that_breaks_orders_on_app2(demo: Path) -> None:
+    """v2.3 applied; v2.4 adds orders-db's o4_notes and its orders deploy fails on app2."""
     cli("apply", "v2.3", cwd=demo, check=0)
     add_notes_revision(demo)
     fail_orders_on(demo, "app2", "v2.4")
+
+
+def test_failed_release_reverts_exactly(demo: Path) -> None:
+    v24_that_breaks_orders_on_app2(demo)
     proc = cli("apply", "v2.4", "--json", cwd=demo)
     assert proc.returncode == 1
     assert "orders on app2" in proc.stderr and "orders broke on app2" in proc.stderr
@@ -320,9 +325,7 @@ def test_plain_lines_off_terminal_live_view_on_terminal(demo: Path) -> None:
 
 
 def test_auto_revert(demo: Path) -> None:
-    cli("apply", "v2.3", cwd=demo, check=0)
-    add_notes_revision(demo)
-    fail_orders_on(demo, "app2", "v2.4")
+    v24_that_breaks_orders_on_app2(demo)
     proc = cli("apply", "v2.4", "--auto-revert", cwd=demo)
     assert proc.returncode == 1
     assert "orders broke on app2" in proc.stderr and "reverted" in proc.stderr

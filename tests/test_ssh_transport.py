@@ -198,12 +198,19 @@ async def test_unknown_host_key_is_refused(fleet, tmp_path):
     assert not (h.home / name).exists()
 
 
+def known_hosts_with_other_key(fleet, name: str, tmp_path, key_type: str):
+    """A known_hosts file that pins another key (of `key_type`) to the host's address."""
+    h = fleet.host(name)
+    other = asyncssh.generate_private_key(key_type).export_public_key().decode()
+    where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
+    path = tmp_path / "known_hosts"
+    path.write_text(f"{where} {other}")
+    return path
+
+
 async def test_changed_host_key_is_refused(fleet, tmp_path):
     h = fleet.host("host5")
-    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
-    changed = tmp_path / "known_hosts"
-    changed.write_text(f"{where} {other}")
+    changed = known_hosts_with_other_key(fleet, "host5", tmp_path, "ssh-ed25519")
     name = f"never-{unique()}"
     async with transport(fleet, "host5", known_hosts=changed) as t:
         with pytest.raises(HostUnreachable) as info:
@@ -217,11 +224,7 @@ async def test_changed_host_key_is_refused(fleet, tmp_path):
 
 
 async def test_changed_host_key_of_another_type_names_the_offered_key(fleet, tmp_path):
-    h = fleet.host("host5")
-    other = asyncssh.generate_private_key("ecdsa-sha2-nistp256").export_public_key().decode()
-    where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
-    changed = tmp_path / "known_hosts"
-    changed.write_text(f"{where} {other}")
+    changed = known_hosts_with_other_key(fleet, "host5", tmp_path, "ecdsa-sha2-nistp256")
     async with transport(fleet, "host5", known_hosts=changed) as t:
         with pytest.raises(HostUnreachable) as info:
             await t.connect()
