@@ -27,7 +27,7 @@ import orchestrator  # noqa: E402
 import orchestrator.logs  # noqa: E402
 from orchestrator.graph import build_graph, waves  # noqa: E402
 from orchestrator.manifests import load_project  # noqa: E402
-from orchestrator.transports import CallLog, CommandResult, MockTransport  # noqa: E402
+from orchestrator.transports import CallLog, CommandResult, MockTransport, TransportPool  # noqa: E402
 
 HOSTS = [f"h{i}" for i in range(1, 9)]
 
@@ -68,7 +68,7 @@ def run_release(root: Path, durations: dict[str, float], scale: float, name: str
     handler = sleeper(durations, scale)
 
     def factory(project, hosts):
-        return {h: MockTransport(h, handler, CallLog()) for h in hosts}
+        return TransportPool({h: MockTransport(h, handler, CallLog()) for h in hosts})
 
     t0 = time.perf_counter()
     orchestrator.apply(root, name, journal=f"sqlite:///{root}/.release/bench-{name}.db", transports=factory)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -12,9 +10,9 @@ from typing import Any, Optional
 import typer
 
 from . import commands
-from .errors import InputError, ReleaseError
+from .errors import ReleaseError
 from .logs import configure
-from .plan import render
+from .plan import Plan, render
 from .secrets import mask_text, mask_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -127,13 +125,18 @@ def apply(
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
 ) -> None:
     """Run the plan: migrations before their dependents, services in dependency order."""
-    if not opts.json and sys.stdin.isatty() and not opts.yes:
-        print(render(commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force))))
-        _confirm(f"Apply release {name}?")
     result = commands.apply(opts.project_dir, name, journal=opts.journal, parallelism=parallelism,
                             force=tuple(force), force_release=force_release, auto_revert=auto_revert,
-                            lock_wait=lock_wait)
+                            lock_wait=lock_wait, confirm=_confirm_plan)
     _print_run(result)
+
+
+def _confirm_plan(p: Plan) -> bool:
+    """On a terminal, show the plan that is about to run and ask (unless -y or --json)."""
+    if opts.yes or opts.json or not sys.stdin.isatty():
+        return True
+    print(render(p))
+    return typer.confirm(f"Apply release {p.release}?", default=False)
 
 
 @app.command()
@@ -188,22 +191,12 @@ def graph(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file (svg/png need it on a terminal)."),
 ) -> None:
     """The dependency graph with its waves."""
-    if fmt in ("svg", "png"):
-        dot = commands.graph(opts.project_dir, "dot")
-        exe = shutil.which("dot")
-        if exe is None:
-            raise InputError(f"--format {fmt} needs Graphviz's `dot` (apt-get install graphviz)")
-        data = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, check=True).stdout
-        if output:
-            output.write_bytes(data)
-        else:
-            sys.stdout.buffer.write(data)
-        return
-    text = commands.graph(opts.project_dir, fmt)
+    out = commands.graph(opts.project_dir, fmt)
+    data = out if isinstance(out, bytes) else (out + "\n").encode()
     if output:
-        output.write_text(text + "\n")
+        output.write_bytes(data)
     else:
-        print(text)
+        sys.stdout.buffer.write(data)
 
 
 @app.command()
@@ -264,10 +257,6 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             # Terraform's convention: with --detailed-exitcode, 2 means "changes", any error is 1.
             return 1 if "--detailed-exitcode" in args else int(exc.exit_code)
-        if isinstance(exc, subprocess.CalledProcessError):
-            detail = (exc.stderr or b"").decode(errors="replace").strip()
-            sys.stderr.write(f"error: {exc.cmd[0]} failed: {mask_text(detail)}\n")
-            return 1
         if isinstance(exc, OSError):
             sys.stderr.write(f"error: {mask_text(str(exc))}\n")
             return 1

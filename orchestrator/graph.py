@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import networkx as nx
 
-from .errors import InputError
+from .errors import InputError, ReleaseError
 from .manifests import Project
 
 
@@ -28,6 +31,23 @@ def build_graph(project: Project) -> nx.DiGraph:
         "invalid manifests",
         problems=[f"{', '.join(files)}: depends_on: cycle {' -> '.join(names)}"],
     )
+
+
+def with_downgrades(g: nx.DiGraph, down: set[str], changing: set[str]) -> nx.DiGraph:
+    """The order of a release in which databases go down: such a database runs after every node
+    that depends on it and changes in the same release (services that expect the newer schema
+    are rolled back first), and no longer holds its dependents back. Reversed for its revert,
+    the database goes back up first."""
+    if not down:
+        return g
+    h = g.copy()
+    for db in down:
+        h.remove_edges_from(list(g.out_edges(db)))
+        h.add_edges_from((d, db) for d in nx.descendants(g, db) & changing)
+    if not nx.is_directed_acyclic_graph(h):
+        raise InputError(f"databases {', '.join(sorted(down))} go down while others that depend on them "
+                         "go up: split this release in two")
+    return h
 
 
 def waves(g: nx.DiGraph) -> list[list[str]]:
@@ -77,3 +97,23 @@ def to_mermaid(g: nx.DiGraph) -> str:
         lines.append(f"  {ids[a]} --> {ids[b]}")
     return "\n".join(lines)
 
+
+
+def to_image(g: nx.DiGraph, fmt: str) -> bytes:
+    """An svg or png picture, drawn by Graphviz's `dot` from `to_dot`."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise InputError(f"--format {fmt} needs Graphviz's `dot` (apt-get install graphviz)")
+    done = subprocess.run([exe, f"-T{fmt}"], input=to_dot(g).encode(), capture_output=True)
+    if done.returncode != 0:
+        raise ReleaseError(f"Graphviz's dot failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
+
+
+def render(g: nx.DiGraph, fmt: str) -> str | bytes:
+    texts = {"text": to_text, "dot": to_dot, "mermaid": to_mermaid}
+    if fmt in texts:
+        return texts[fmt](g)
+    if fmt in ("svg", "png"):
+        return to_image(g, fmt)
+    raise InputError(f"unknown graph format {fmt!r}: use text, dot, mermaid, svg or png")

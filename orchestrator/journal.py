@@ -1,23 +1,20 @@
 """The release journal: every step written before it runs (intent) and when it ends (outcome).
 
-SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL (one transaction per record, the
-lock also held as an advisory lock). The schema is versioned by the orchestrator's own Alembic
-scripts in `journal_migrations/`.
+SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL (one transaction per record). The
+schema is versioned by the orchestrator's own Alembic scripts in `journal_migrations/`. This
+module stores and reads records; what they mean is `lifecycle`'s, the lock is `lock`'s.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
@@ -25,84 +22,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
-from .errors import InputError, JournalError, LockHeld, ReleaseError
-from .logs import get_logger
+from .errors import InputError, JournalError, ReleaseError
+from .journal_schema import archives, current_versions, events, releases, steps
+from .lifecycle import Outcome, Release, ReleaseState
+from .lock import SCHEMA_ADVISORY_KEY, ReleaseLock, holder_gone, process_start
 from .secrets import mask_text, mask_url
 
 MIGRATIONS = Path(__file__).parent / "journal_migrations"
-STALE_HEARTBEAT = 120.0  # a foreign host's lock not refreshed for this long is reported stale
-ADVISORY_KEY = 0x72656C65  # "rele"
-
-md = sa.MetaData()
-releases = sa.Table(
-    "releases", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(128)), sa.Column("state", sa.String(16)),
-    sa.Column("revert_state", sa.String(16)), sa.Column("previous", sa.String(128)),
-    sa.Column("started_at", sa.Float), sa.Column("finished_at", sa.Float),
-    sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
-    sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text), sa.Column("message", sa.Text),
-)
-steps = sa.Table(
-    "steps", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("release_id", sa.Integer), sa.Column("phase", sa.String(8)),
-    sa.Column("node", sa.String(128)), sa.Column("kind", sa.String(16)), sa.Column("host", sa.String(128)),
-    sa.Column("action", sa.String(16)), sa.Column("revision", sa.String(64)),
-    sa.Column("before", sa.String(128)), sa.Column("after", sa.String(128)),
-    sa.Column("status", sa.String(16)), sa.Column("exit_code", sa.Integer),
-    sa.Column("stdout", sa.Text), sa.Column("stderr", sa.Text), sa.Column("detail", sa.Text),
-    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
-)
-archives = sa.Table(
-    "archives", md,
-    sa.Column("release_id", sa.Integer, primary_key=True), sa.Column("node", sa.String(128), primary_key=True),
-    sa.Column("files", sa.Text),
-)
-current_versions = sa.Table(
-    "current_versions", md,
-    sa.Column("node", sa.String(128), primary_key=True), sa.Column("host", sa.String(128), primary_key=True),
-    sa.Column("version", sa.String(128)), sa.Column("release_id", sa.Integer),
-)
-lock_table = sa.Table(
-    "lock", md,
-    sa.Column("id", sa.Integer, primary_key=True), sa.Column("lock_id", sa.String(64)),
-    sa.Column("owner", sa.String(255)), sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
-    sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255)),
-    sa.Column("since", sa.Float), sa.Column("heartbeat", sa.Float),
-)
-events = sa.Table(
-    "events", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("ts", sa.Float),
-    sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
-)
-
-# Release states (SPEC §4).
-IN_PROGRESS, APPLIED, FAILED, INTERRUPTED, REVERTED = "in_progress", "applied", "failed", "interrupted", "reverted"
-# Step statuses: an `intent` row with no outcome is in doubt: it may have happened. `skipped`:
-# the run stopped (interrupt, failure elsewhere) after the intent and before the command started.
-INTENT, OK, FAILED_STEP, SKIPPED = "intent", "ok", "failed", "skipped"
-
-
-@dataclass(frozen=True)
-class Release:
-    id: int
-    name: str
-    state: str
-    revert_state: str | None
-    previous: str | None
-    started_at: float
-    finished_at: float | None
-    hostname: str | None
-    pid: int | None
-    proc_start: float | None
-    manifests: dict[str, Any]
-    message: str | None
-
-    @property
-    def partly_reverted(self) -> bool:
-        """A revert of it started and did not finish: some hosts may be back, others not."""
-        return self.state != REVERTED and self.revert_state in (IN_PROGRESS, INTERRUPTED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -127,28 +53,11 @@ class Step:
 
     @property
     def in_doubt(self) -> bool:
-        return self.status == INTENT
+        return self.status == Outcome.INTENT
 
 
 def default_url(project_root: Path) -> str:
     return f"sqlite:///{project_root / '.release' / 'journal.db'}"
-
-
-def process_start(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def process_alive(pid: int | None, started: float | None) -> bool:
-    """Same PID and same start time: PIDs are reused, start times tell them apart."""
-    if pid is None:
-        return False
-    now_start = process_start(pid)
-    if now_start is None:
-        return False
-    return started is None or abs(now_start - started) < 1.0
 
 
 def _normalise_url(url: str) -> str:
@@ -166,8 +75,7 @@ class Journal:
         self.engine = engine
         self.url = url
         self.hostname = socket.gethostname()
-        self._lock_conn: sa.Connection | None = None
-        self.lock_id: str | None = None
+        self.lock = ReleaseLock(engine)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -258,31 +166,23 @@ class Journal:
                 if conn.dialect.name == "postgresql":
                     # Two first runs at once on a fresh journal: one creates the schema, the other
                     # waits here and then finds it at head (not the release lock's key).
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY + 1})
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
                 cfg.attributes["connection"] = conn
                 alembic_command.upgrade(cfg, "head")
 
     def close(self) -> None:
-        if self._lock_conn is not None:
-            self._lock_conn.close()
-            self._lock_conn = None
+        self.lock.close()
         self.engine.dispose()
 
     # -- releases ----------------------------------------------------------------------------
 
-    def _release(self, row: Any) -> Release:
-        state, revert_state = row.state, row.revert_state
-        # SPEC §4: an in_progress release whose process is gone reads as interrupted; so does a
-        # revert in progress (revert claims the record, so the PID is the reverting process's).
-        gone = row.hostname == self.hostname and not process_alive(row.pid, row.proc_start)
-        if state == IN_PROGRESS and gone:
-            state = INTERRUPTED
-        if revert_state == IN_PROGRESS and gone:
-            revert_state = INTERRUPTED
+    def _release(self, row: Any, steps_run: int = 0) -> Release:
         return Release(
-            id=row.id, name=row.name, state=state, revert_state=revert_state, previous=row.previous,
-            started_at=row.started_at, finished_at=row.finished_at, hostname=row.hostname, pid=row.pid,
-            proc_start=row.proc_start, manifests=json.loads(row.manifests or "{}"), message=row.message,
+            id=row.id, name=row.name, stored_state=row.state, stored_revert_state=row.revert_state,
+            previous=row.previous, started_at=row.started_at, finished_at=row.finished_at,
+            hostname=row.hostname, pid=row.pid, proc_start=row.proc_start,
+            manifests=json.loads(row.manifests or "{}"), message=row.message,
+            holder_gone=holder_gone(row.hostname, row.pid, row.proc_start), steps_run=steps_run,
         )
 
     def releases(self, limit: int | None = None) -> list[Release]:
@@ -293,8 +193,15 @@ class Journal:
             return [self._release(r) for r in conn.execute(q)]
 
     def latest(self) -> Release | None:
-        found = self.releases(limit=1)
-        return found[0] if found else None
+        """The newest record, with the number of its apply steps that started."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(releases).order_by(releases.c.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            run = conn.execute(sa.select(sa.func.count()).select_from(steps).where(
+                (steps.c.release_id == row.id) & (steps.c.phase == "apply")
+                & (steps.c.status != Outcome.SKIPPED))).scalar()
+        return self._release(row, int(run or 0))
 
     def get(self, release_id: int) -> Release:
         with self.engine.connect() as conn:
@@ -304,7 +211,7 @@ class Journal:
     def last_applied_name(self) -> str | None:
         """The newest release whose changes are in place (applied, not reverted)."""
         for r in self.releases():
-            if r.state == APPLIED:
+            if r.state == ReleaseState.APPLIED:
                 return r.name
         return None
 
@@ -312,7 +219,7 @@ class Journal:
         pid = os.getpid()
         with self.engine.begin() as conn:
             res = conn.execute(releases.insert().values(
-                name=name, state=IN_PROGRESS, previous=previous, started_at=time.time(),
+                name=name, state=ReleaseState.IN_PROGRESS, previous=previous, started_at=time.time(),
                 hostname=self.hostname, pid=pid, proc_start=process_start(pid),
                 manifests=json.dumps(manifests),
             ))
@@ -363,7 +270,7 @@ class Journal:
         with self.engine.begin() as conn:
             res = conn.execute(steps.insert().values(
                 release_id=release_id, phase=phase, node=node, kind=kind, host=host, action=action,
-                revision=revision, before=before, after=after, status=INTENT, started_at=time.time(),
+                revision=revision, before=before, after=after, status=Outcome.INTENT, started_at=time.time(),
             ))
             return int(res.inserted_primary_key[0])
 
@@ -398,10 +305,10 @@ class Journal:
         the host). `current_versions` only moves on success, so it cannot be trusted there.
         Skipped steps never ran and do not count."""
         newest = (sa.select(sa.func.max(steps.c.id).label("id"))
-                  .where((steps.c.kind == "service") & (steps.c.status != SKIPPED))
+                  .where((steps.c.kind == "service") & (steps.c.status != Outcome.SKIPPED))
                   .group_by(steps.c.node, steps.c.host).subquery())
         q = sa.select(steps.c.node, steps.c.host).join(newest, steps.c.id == newest.c.id).where(
-            steps.c.status.in_([INTENT, FAILED_STEP]))
+            steps.c.status.in_([Outcome.INTENT, Outcome.FAILED]))
         with self.engine.connect() as conn:
             return {(r.node, r.host) for r in conn.execute(q)}
 
@@ -417,9 +324,9 @@ class Journal:
             for r in conn.execute(q):
                 if r.node in out:
                     continue
-                if r.status == OK:
+                if r.status == Outcome.OK:
                     out[r.node] = {r.after}
-                elif r.status in (FAILED_STEP, SKIPPED):
+                elif r.status in (Outcome.FAILED, Outcome.SKIPPED):
                     out[r.node] = {r.before}
                 else:
                     out[r.node] = {r.before, r.after}
@@ -444,125 +351,3 @@ class Journal:
             row = conn.execute(sa.select(archives.c.files).where(
                 (archives.c.release_id == release_id) & (archives.c.node == node))).first()
         return json.loads(row.files) if row else None
-
-    # -- the lock ----------------------------------------------------------------------------
-
-    def acquire_lock(self, command: str, *, wait: float = 0.0) -> str:
-        """Take the one release lock of this journal, or raise LockHeld naming the holder."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                return self._try_lock(command)
-            except LockHeld:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-
-    def _try_lock(self, command: str) -> str:
-        pid = os.getpid()
-        is_pg = self.engine.dialect.name == "postgresql"
-        if is_pg and self._lock_conn is None:
-            conn = self.engine.connect()
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
-            conn.commit()
-            if not got:
-                conn.close()
-                row = self._lock_row()
-                for _ in range(40):  # the holder writes its row just after taking the advisory lock
-                    if row is not None:
-                        break
-                    time.sleep(0.05)
-                    row = self._lock_row()
-                raise LockHeld(self._holder_message(row, stale=False))
-            self._lock_conn = conn
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(lock_table)).first()
-            if row is not None:
-                # On PostgreSQL the advisory lock is the truth: holding it means the old holder's
-                # session is gone. On SQLite a holder on this machine is checked by PID and start time.
-                dead = is_pg or (row.hostname == self.hostname and not process_alive(row.pid, row.proc_start))
-                if not dead:
-                    stale = row.hostname != self.hostname and time.time() - row.heartbeat > STALE_HEARTBEAT
-                    raise LockHeld(self._holder_message(row, stale=stale))
-                conn.execute(lock_table.delete())
-                detail = (f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
-                          f"({row.command}), whose process is gone")
-                conn.execute(events.insert().values(ts=time.time(), event="lock_takeover", detail=detail))
-                # Said on stderr too: whoever runs the revert after a crash should know.
-                get_logger().warning("lock.takeover", message=detail)
-            lock_id = uuid.uuid4().hex[:12]
-            now = time.time()
-            conn.execute(lock_table.insert().values(
-                id=1, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
-                proc_start=process_start(pid), command=command, since=now, heartbeat=now))
-        self.lock_id = lock_id
-        get_logger().debug("lock.acquired", lock_id=lock_id, journal=mask_url(self.url))
-        return lock_id
-
-    def _holder_alive(self, row: Any) -> str | None:
-        """Why the lock's holder counts as alive, or None when it looks gone."""
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as probe:
-                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
-                if got:
-                    probe.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
-                probe.commit()
-            return None if got else "its session still holds the PostgreSQL advisory lock"
-        if row.hostname == self.hostname:
-            return "its process is running on this machine" if process_alive(row.pid, row.proc_start) else None
-        age = time.time() - row.heartbeat
-        if age < STALE_HEARTBEAT:
-            return (f"its heartbeat is {age:.0f}s old; a lock from another machine counts as stale after "
-                    f"{STALE_HEARTBEAT:.0f}s")
-        return None
-
-    def _lock_row(self) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(lock_table)).first()
-
-    @staticmethod
-    def _holder_message(row: Any, *, stale: bool) -> str:
-        if row is None:
-            return "the release lock is held by another process (PostgreSQL advisory lock)"
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.since))
-        msg = (f"the release lock {row.lock_id} is held by {row.owner}@{row.hostname} pid {row.pid} "
-               f"({row.command}) since {since}")
-        if stale:
-            msg += (f"; its heartbeat is {time.time() - row.heartbeat:.0f}s old, so it looks stale: if that "
-                    f"process is really gone, run `release unlock {row.lock_id}`")
-        return msg
-
-    def heartbeat(self) -> bool:
-        """Refresh our lock row; False when it is no longer ours (removed by `release unlock`)."""
-        if self.lock_id is None:
-            return True
-        with self.engine.begin() as conn:
-            res = conn.execute(lock_table.update().where(lock_table.c.lock_id == self.lock_id)
-                               .values(heartbeat=time.time()))
-            return res.rowcount == 1
-
-    def release_lock(self) -> None:
-        if self.lock_id is not None:
-            with self.engine.begin() as conn:
-                conn.execute(lock_table.delete().where(lock_table.c.lock_id == self.lock_id))
-            self.lock_id = None
-        if self._lock_conn is not None:
-            self._lock_conn.close()
-            self._lock_conn = None
-
-    def unlock(self, lock_id: str) -> None:
-        """Remove a stale lock (SPEC §4): never one whose holder is known to be alive, which
-        would let a second apply run beside it."""
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(lock_table)).first()
-            if row is None:
-                raise InputError("there is no release lock to remove")
-            if row.lock_id != lock_id:
-                raise InputError(f"lock id {lock_id!r} does not match the lock held ({row.lock_id}); nothing removed")
-            alive = self._holder_alive(row)
-            if alive:
-                raise LockHeld(f"{self._holder_message(row, stale=False)}: not stale ({alive}); nothing removed")
-            conn.execute(lock_table.delete())
-            conn.execute(events.insert().values(
-                ts=time.time(), event="unlock",
-                detail=f"lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} removed by hand"))

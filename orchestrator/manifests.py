@@ -64,6 +64,26 @@ class Inventory(_Strict):
         return value
 
 
+def _count_or_percent(v: int | str) -> int | str:
+    """A number of hosts: an integer, or "N%" of the service's hosts (rounded up, at least 1)."""
+    if isinstance(v, bool):
+        raise ValueError("must be an integer or a percentage like '50%'")
+    if isinstance(v, int):
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+    m = re.fullmatch(r"(\d{1,3})%", v.strip())
+    if not m or not 0 < int(m.group(1)) <= 100:
+        raise ValueError(f"{v!r} is neither an integer nor a percentage like '50%'")
+    return v.strip()
+
+
+def _hosts_of(count: int | str, host_count: int) -> int:
+    if isinstance(count, int):
+        return count
+    return max(1, math.ceil(host_count * int(count[:-1]) / 100))
+
+
 class ServiceSpec(_Strict):
     name: str
     kind: Literal["service"] = "service"
@@ -77,6 +97,9 @@ class ServiceSpec(_Strict):
     health_interval: float = Field(2, ge=0)
     max_parallel: int | str = 1
     timeout: float = Field(300, gt=0)
+    current: str | None = None  # prints the version running on the host; empty or failing: none
+    canary: int | str | None = None  # hosts changed first, then `soak`, then the rest
+    soak: float = Field(0, ge=0)  # seconds of health checks after the canary hosts and the last host
 
     _check_name = field_validator("name")(lambda v: check_name(v))
 
@@ -88,20 +111,19 @@ class ServiceSpec(_Strict):
     @field_validator("max_parallel")
     @classmethod
     def _max_parallel(cls, v: int | str) -> int | str:
-        if isinstance(v, int):
-            if v < 1:
-                raise ValueError("must be at least 1")
-            return v
-        m = re.fullmatch(r"(\d{1,3})%", v.strip())
-        if not m or not 0 < int(m.group(1)) <= 100:
-            raise ValueError(f"{v!r} is neither an integer nor a percentage like '50%'")
-        return v.strip()
+        return _count_or_percent(v)
+
+    @field_validator("canary")
+    @classmethod
+    def _canary(cls, v: int | str | None) -> int | str | None:
+        return None if v is None else _count_or_percent(v)
 
     def batch_size(self, host_count: int) -> int:
-        if isinstance(self.max_parallel, int):
-            return self.max_parallel
-        pct = int(self.max_parallel[:-1])
-        return max(1, math.ceil(host_count * pct / 100))
+        return _hosts_of(self.max_parallel, host_count)
+
+    def canary_size(self, host_count: int) -> int:
+        """Hosts in the canary batch (0: no canary)."""
+        return 0 if self.canary is None else min(host_count, _hosts_of(self.canary, host_count))
 
 
 class DatabaseSpec(_Strict):

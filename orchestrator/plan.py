@@ -10,7 +10,8 @@ import networkx as nx
 
 from . import graph as graphs
 from .errors import InputError, ReleaseError
-from .journal import FAILED, IN_PROGRESS, INTERRUPTED, Journal
+from .journal import Journal
+from .lifecycle import ReleaseState, plan_notes, resumes
 from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec, load_project, read_sources
 from .migrations import MigrationRunner, resolve_url, risks
 from .secrets import MASK, has_masked_password, mask_url
@@ -30,8 +31,10 @@ class PlanStep:
     targets: list[str] = field(default_factory=list)  # services: the hosts that will change
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
     reversible: bool = True
+    direction: str | None = None  # migrate steps: "up", or "down" when it undoes revisions
     warnings: list[str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
+    blocked: str | None = None  # databases: a downgrade that cannot run (apply refuses it)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "kind": self.kind, "action": self.action,
@@ -42,7 +45,9 @@ class PlanStep:
         else:
             out["revisions"] = self.revisions
             out["reversible"] = self.reversible
-        warnings = self.warnings + ([self.drift] if self.drift else [])
+            if self.action == MIGRATE:
+                out["direction"] = self.direction
+        warnings = self.warnings + [w for w in (self.drift, self.blocked) if w]
         if warnings:
             out["warnings"] = warnings
         return out
@@ -58,6 +63,10 @@ class Plan:
     project: Project
     resume_of: int | None = None  # the release record an apply of this plan continues
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def downgrades(self) -> list[str]:
+        return [s.node for s in self.steps if s.direction == "down"]
 
     @property
     def changes(self) -> list[PlanStep]:
@@ -134,17 +143,25 @@ def check_migrations(project: Project) -> None:
 
 
 def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[str, dict[str, str]],
-                  forced: bool, in_doubt: set[tuple[str, str]]) -> PlanStep:
+                  forced: bool, in_doubt: set[tuple[str, str]],
+                  live: dict[str, str | None] | None) -> PlanStep:
     hosts = project.hosts_of(spec)
     want = spec.version or name
-    now = {h: current.get(spec.name, {}).get(h) for h in hosts}
+    journaled = {h: current.get(spec.name, {}).get(h) for h in hosts}
+    # What the host reports wins over what this journal remembers: it may be another checkout's
+    # journal, or the host may have been changed by hand.
+    now = {h: live.get(h) for h in hosts} if live is not None else journaled
     distinct = set(now.values())
     from_ = next(iter(distinct)) if len(distinct) == 1 else None
-    # Deploys are idempotent, so a host whose last step is in doubt is simply deployed again.
-    doubt = [h for h in hosts if (spec.name, h) in in_doubt]
+    # Without a probe a host whose last step is in doubt has no known state; deploys are
+    # idempotent, so it is simply deployed again. With one, the host says where it is.
+    doubt = [h for h in hosts if (spec.name, h) in in_doubt] if live is None else []
     targets = [h for h in hosts if forced or now[h] != want or h in doubt]
     step = PlanStep(spec.name, "service", DEPLOY if targets else UNCHANGED, from_, want,
                     hosts=hosts, current=now, targets=targets)
+    if live is not None:
+        step.warnings += [f"drift: journal says {journaled[h] or 'nothing'}, {h} reports {now[h] or 'nothing'}"
+                          for h in hosts if now[h] != journaled[h]]
     if doubt:
         step.warnings.append(f"in doubt on {', '.join(doubt)}: the last step there did not finish cleanly "
                              "(crash or failure); deployed again")
@@ -170,6 +187,11 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
     hops = runner.hops(current, target)
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
     step.drift = drift
+    step.direction = "down" if any(h.direction == "down" for h in hops) else "up"
+    undo = [h.revision for h in hops if h.direction == "down" and not runner.is_reversible(h.revision)]
+    if undo:
+        step.blocked = (f"{spec.name}: cannot go down to {target or 'base'}: revision {', '.join(undo)} has no "
+                        "working downgrade")
     bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
     step.reversible = not bad
     if bad:
@@ -183,7 +205,8 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
 
 
 def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: str,
-              force: tuple[str, ...] = ()) -> Plan:
+              force: tuple[str, ...] = (), live: dict[str, dict[str, str | None]] | None = None) -> Plan:
+    """`live`: what each probed service's hosts report (`probes.read_live`), over the journal."""
     check_release_name(name)
     unknown = [f for f in force if f not in project.nodes]
     if unknown:
@@ -192,34 +215,26 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     expected = journal.expected_revisions() if journal else {}
     latest = journal.latest() if journal else None
     # While an apply or revert runs (plan takes no lock), its steps in flight are not in doubt.
-    running = latest is not None and IN_PROGRESS in (latest.state, latest.revert_state)
+    running = latest is not None and ReleaseState.IN_PROGRESS in (latest.state, latest.revert_state)
     in_doubt = journal.in_doubt_hosts() if journal and not running else set()
     previous = journal.last_applied_name() if journal else None
     resume_of = None
-    notes = []
-    if latest and latest.name == name and (latest.state in (FAILED, INTERRUPTED, IN_PROGRESS)
-                                           or latest.partly_reverted):
-        # A half-reverted release continues in its own record too: its revert must still know
-        # what came before it.
-        resume_of = latest.id
-        previous = latest.previous
-        if latest.partly_reverted:
-            notes.append(f"continues release {name} over its {latest.revert_state} revert (apply needs "
-                         "--force-release): hosts the revert put back are deployed again")
-        else:
-            notes.append(f"continues release {name} ({latest.state}): steps already done are skipped")
-    elif latest and latest.state in (FAILED, INTERRUPTED, IN_PROGRESS):
-        notes.append(f"release {latest.name} is {latest.state}: run `release revert` first "
-                     f"(or apply it again to continue it)")
+    if resumes(latest, name):
+        assert latest is not None
+        resume_of, previous = latest.id, latest.previous
     steps = []
     for node in graphs.order(g):
         spec = project.nodes[node]
         if isinstance(spec, ServiceSpec):
-            steps.append(_service_step(project, spec, name, current, node in force, in_doubt))
+            steps.append(_service_step(project, spec, name, current, node in force, in_doubt,
+                                        (live or {}).get(node) if spec.current else None))
         else:
             steps.append(_database_step(project, spec, expected.get(node)))
+    changing = {s.node for s in steps if s.action != UNCHANGED}
+    down = {s.node for s in steps if s.direction == "down"}
+    g = graphs.with_downgrades(g, down, changing)
     return Plan(release=name, previous=previous, waves=graphs.waves(g), steps=steps, graph=g,
-                project=project, resume_of=resume_of, notes=notes)
+                project=project, resume_of=resume_of, notes=plan_notes(latest, name))
 
 
 def render(plan: Plan) -> str:
@@ -234,6 +249,9 @@ def render(plan: Plan) -> str:
             if s.kind == "database":
                 if s.action == UNCHANGED:
                     lines.append(f"    {s.node} at {s.to or 'base'} (unchanged)")
+                elif s.direction == "down":
+                    lines.append(f"  - {s.node} downgrade {s.from_ or 'base'} -> {s.to or 'base'}, undoing "
+                                 f"{', '.join(s.revisions)} (after its dependents)")
                 else:
                     lines.append(f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {', '.join(s.revisions)}")
             elif s.action == UNCHANGED:
@@ -242,7 +260,7 @@ def render(plan: Plan) -> str:
                 sign = "+" if all(v is None for v in s.current.values()) else "~"
                 frm = s.from_ or ("mixed" if len(set(s.current.values())) > 1 else "none")
                 lines.append(f"  {sign} {s.node} {frm} -> {s.to} on {', '.join(s.targets)}")
-            lines += [f"      ! {w}" for w in s.warnings + ([s.drift] if s.drift else [])]
+            lines += [f"      ! {w}" for w in s.warnings + [w for w in (s.drift, s.blocked) if w]]
     deploys = [s for s in plan.changes if s.kind == "service"]
     migrates = [s for s in plan.changes if s.kind == "database"]
     unchanged = len(plan.steps) - len(plan.changes)

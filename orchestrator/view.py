@@ -29,6 +29,7 @@ class LiveView:
         self.title = title
         self.state = {n: "waiting" if n in jobs else "nothing to do" for n in graph}
         self.hosts: dict[str, dict[str, str]] = {n: {} for n in graph}
+        self.notes: dict[str, str] = {}  # e.g. "soaking 12/30 s" while a rollout is watched
         self.console = Console(stderr=True)
         self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=False)
 
@@ -54,6 +55,10 @@ class LiveView:
         elif kind in ("failed", "killed") and not name.startswith("health"):
             self.hosts[node][where] = "failed"
             self.state[node] = "failed"
+        elif name == "soak.progress":
+            self.notes[node] = str(event.get("message", ""))
+        elif name == "soak.end":
+            self.notes.pop(node, None)
         elif name == "node.not_started":
             self.state[node] = "skipped"
         self.live.update(self.render())
@@ -67,7 +72,8 @@ class LiveView:
             st = self.state[node]
             waits = [d for d in self.deps(node) if self.state[d] not in ("done", "nothing to do")]
             hosts = " ".join(f"[{STYLE[s]}]{h}[/]" for h, s in self.hosts[node].items())
-            table.add_row(node, f"[{STYLE[st]}]{st}[/]", hosts, ", ".join(waits) if st == "waiting" else "")
+            note = ", ".join(waits) if st == "waiting" else self.notes.get(node, "")
+            table.add_row(node, f"[{STYLE[st]}]{st}[/]", hosts, note)
         return table
 
     def print(self, text: str) -> None:

@@ -28,7 +28,10 @@ import pytest
 from helpers import (add_notes_revision, cli, cli_json, clone, copy_demo, current, events, journal_rows, revision,
                      schema, slow_deploys, v24_steps, wait_for)
 from orchestrator import commands
-from orchestrator.executor import APPLY, REVERT, changes_to_revert
+from orchestrator.lifecycle import Phase
+from orchestrator.runs import changes_to_revert
+
+APPLY, REVERT = Phase.APPLY, Phase.REVERT
 from orchestrator.faults import BOUNDARIES
 from orchestrator.journal import Journal
 

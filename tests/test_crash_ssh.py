@@ -26,7 +26,9 @@ import pytest
 from helpers import (add_notes_revision, clone, copy_demo, journal_rows, revision, schema, slow_deploys,
                      v24_steps, wait_for)
 from orchestrator import commands
-from orchestrator.executor import APPLY, REVERT
+from orchestrator.lifecycle import Phase
+
+APPLY, REVERT = Phase.APPLY, Phase.REVERT
 from test_release_ssh import Demo, run_on
 
 pytestmark = pytest.mark.ssh

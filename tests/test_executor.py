@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator
-from orchestrator.transports import CallLog, CommandResult, MockTransport
+from orchestrator.transports import CallLog, CommandResult, MockTransport, TransportPool
 from helpers import journal_rows, write
 
 STAMP = 'echo "$(date +%s.%N) {what} $RELEASE_SERVICE" >> events.log'
@@ -72,7 +72,7 @@ def concurrency_probe(delay: float = 0.05):
 
 def mock_factory(handler, log: CallLog):
     def factory(project, hosts):
-        return {h: MockTransport(h, handler, log) for h in hosts}
+        return TransportPool({h: MockTransport(h, handler, log) for h in hosts})
     return factory
 
 

@@ -9,14 +9,15 @@ from ..manifests import Project
 from .base import Command, CommandResult, Transport
 from .local import LocalTransport
 from .mock import CallLog, MockTransport
+from .pool import TransportPool
 
 MAX_HANDSHAKES = 10  # stock sshd MaxStartups
 MAX_SESSIONS = 8  # below stock sshd MaxSessions (10)
 
-TransportFactory = Callable[[Project, list[str]], dict[str, Transport]]
+TransportFactory = Callable[[Project, list[str]], TransportPool]
 
 
-def make_transports(project: Project, hosts: list[str]) -> dict[str, Transport]:
+def make_transports(project: Project, hosts: list[str]) -> TransportPool:
     """One transport per host named, SSH ones sharing the run's handshake cap."""
     handshakes = asyncio.Semaphore(MAX_HANDSHAKES)
     out: dict[str, Transport] = {}
@@ -36,7 +37,7 @@ def make_transports(project: Project, hosts: list[str]) -> dict[str, Transport]:
 
     for h in hosts:
         build(h)
-    return out
+    return TransportPool(out)
 
 
 __all__ = [

@@ -65,6 +65,15 @@ class Transport(abc.ABC):
     def kill_running(self) -> None:  # noqa: B027
         """Second Ctrl-C: stop every command this transport started, now."""
 
+    def environment(self) -> dict[str, str]:
+        """Variables this transport adds to every command's environment."""
+        return {}
+
+    def has_state(self) -> bool:
+        """False when the host was never set up, so nothing can run there and a read-only
+        question must not create it (a local host whose directory does not exist yet)."""
+        return True
+
 
 def tail(text: str | bytes | None, limit: int = TAIL_BYTES) -> str:
     if text is None:

@@ -91,7 +91,6 @@ class LocalTransport(Transport):
         self.root.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(command.env)
-        env["RELEASE_PROJECT_DIR"] = str(self.project_dir)
         start = time.monotonic()
         with sigint_blocked():
             proc = await asyncio.create_subprocess_exec(
@@ -116,6 +115,12 @@ class LocalTransport(Transport):
         finally:
             self._running.discard(proc.pid)
         return CommandResult(proc.returncode, tail(out), tail(err), time.monotonic() - start)
+
+    def environment(self) -> dict[str, str]:
+        return {"RELEASE_PROJECT_DIR": str(self.project_dir)}
+
+    def has_state(self) -> bool:
+        return self.root.is_dir()
 
     def kill_running(self) -> None:
         for pid in list(self._running):

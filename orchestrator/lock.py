@@ -1,0 +1,189 @@
+"""The release lock: one apply or revert at a time per journal.
+
+A row in the journal's `lock` table names the holder (user, host, PID, process start time); on
+PostgreSQL a session advisory lock is held beside it, so a holder whose session died is known to
+be gone. On SQLite a holder on this machine is checked by PID and start time (PIDs are reused);
+a holder on another machine only by its heartbeat.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import psutil
+import sqlalchemy as sa
+
+from .errors import InputError, LockHeld
+from .journal_schema import events, lock_table
+from .logs import get_logger
+
+STALE_HEARTBEAT = 120.0  # a foreign host's lock not refreshed for this long is reported stale
+ADVISORY_KEY = 0x72656C65  # "rele"
+SCHEMA_ADVISORY_KEY = ADVISORY_KEY + 1  # creating the journal's schema, not the release lock
+
+
+def process_start(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Same PID and same start time: PIDs are reused, start times tell them apart."""
+    if pid is None:
+        return False
+    now_start = process_start(pid)
+    if now_start is None:
+        return False
+    return started is None or abs(now_start - started) < 1.0
+
+
+def holder_gone(hostname: str | None, pid: int | None, proc_start: float | None) -> bool:
+    """The process that wrote a record ran on this machine and is no longer running. A process on
+    another machine is never known to be gone from here."""
+    return hostname == socket.gethostname() and not process_alive(pid, proc_start)
+
+
+def _holder_message(row: Any, *, stale: bool) -> str:
+    if row is None:
+        return "the release lock is held by another process (PostgreSQL advisory lock)"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.since))
+    msg = (f"the release lock {row.lock_id} is held by {row.owner}@{row.hostname} pid {row.pid} "
+           f"({row.command}) since {since}")
+    if stale:
+        msg += (f"; its heartbeat is {time.time() - row.heartbeat:.0f}s old, so it looks stale: if that "
+                f"process is really gone, run `release unlock {row.lock_id}`")
+    return msg
+
+
+class ReleaseLock:
+    """The lock of one journal's engine. `acquire` ... `release`; `heartbeat` while held."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.hostname = socket.gethostname()
+        self.lock_id: str | None = None
+        self._advisory: sa.Connection | None = None
+
+    @property
+    def _is_pg(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def acquire(self, command: str, *, wait: float = 0.0) -> str:
+        """Take the lock, or raise LockHeld naming the holder once `wait` seconds have passed."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._try(command)
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+    def _take_advisory(self) -> None:
+        conn = self.engine.connect()
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+        conn.commit()
+        if got:
+            self._advisory = conn
+            return
+        conn.close()
+        row = self._row()
+        for _ in range(40):  # the holder writes its row just after taking the advisory lock
+            if row is not None:
+                break
+            time.sleep(0.05)
+            row = self._row()
+        raise LockHeld(_holder_message(row, stale=False))
+
+    def _try(self, command: str) -> str:
+        if self._is_pg and self._advisory is None:
+            self._take_advisory()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(lock_table)).first()
+            if row is not None:
+                # On PostgreSQL the advisory lock is the truth: holding it means the old holder's
+                # session is gone. On SQLite a holder on this machine is checked by PID and start time.
+                dead = self._is_pg or holder_gone(row.hostname, row.pid, row.proc_start)
+                if not dead:
+                    stale = row.hostname != self.hostname and time.time() - row.heartbeat > STALE_HEARTBEAT
+                    raise LockHeld(_holder_message(row, stale=stale))
+                conn.execute(lock_table.delete())
+                detail = (f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
+                          f"({row.command}), whose process is gone")
+                conn.execute(events.insert().values(ts=time.time(), event="lock_takeover", detail=detail))
+                # Said on stderr too: whoever runs the revert after a crash should know.
+                get_logger().warning("lock.takeover", message=detail)
+            lock_id = uuid.uuid4().hex[:12]
+            now, pid = time.time(), os.getpid()
+            conn.execute(lock_table.insert().values(
+                id=1, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
+                proc_start=process_start(pid), command=command, since=now, heartbeat=now))
+        self.lock_id = lock_id
+        get_logger().debug("lock.acquired", lock_id=lock_id)
+        return lock_id
+
+    def _row(self) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(lock_table)).first()
+
+    def _holder_alive(self, row: Any) -> str | None:
+        """Why the lock's holder counts as alive, or None when it looks gone."""
+        if self._is_pg:
+            with self.engine.connect() as probe:
+                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+                if got:
+                    probe.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                probe.commit()
+            return None if got else "its session still holds the PostgreSQL advisory lock"
+        if row.hostname == self.hostname:
+            return "its process is running on this machine" if process_alive(row.pid, row.proc_start) else None
+        age = time.time() - row.heartbeat
+        if age < STALE_HEARTBEAT:
+            return (f"its heartbeat is {age:.0f}s old; a lock from another machine counts as stale after "
+                    f"{STALE_HEARTBEAT:.0f}s")
+        return None
+
+    def heartbeat(self) -> bool:
+        """Refresh our lock row; False when it is no longer ours (removed by `release unlock`)."""
+        if self.lock_id is None:
+            return True
+        with self.engine.begin() as conn:
+            res = conn.execute(lock_table.update().where(lock_table.c.lock_id == self.lock_id)
+                               .values(heartbeat=time.time()))
+            return res.rowcount == 1
+
+    def release(self) -> None:
+        if self.lock_id is not None:
+            with self.engine.begin() as conn:
+                conn.execute(lock_table.delete().where(lock_table.c.lock_id == self.lock_id))
+            self.lock_id = None
+        self.close()
+
+    def close(self) -> None:
+        if self._advisory is not None:
+            self._advisory.close()
+            self._advisory = None
+
+    def unlock(self, lock_id: str) -> None:
+        """Remove a stale lock: never one whose holder is known to be alive, which would let a
+        second apply run beside it."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(lock_table)).first()
+            if row is None:
+                raise InputError("there is no release lock to remove")
+            if row.lock_id != lock_id:
+                raise InputError(f"lock id {lock_id!r} does not match the lock held ({row.lock_id}); nothing removed")
+            alive = self._holder_alive(row)
+            if alive:
+                raise LockHeld(f"{_holder_message(row, stale=False)}: not stale ({alive}); nothing removed")
+            conn.execute(lock_table.delete())
+            conn.execute(events.insert().values(
+                ts=time.time(), event="unlock",
+                detail=f"lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} removed by hand"))

@@ -1,0 +1,182 @@
+"""An apply or a revert, from a decided plan to the release's final state in the journal.
+
+The lifecycle decides (`lifecycle`), the walk orders (`walk`), the rollout and the schema steps
+change things (`rollout`, `schema`), every change goes through the journaled step (`steps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from . import graph as graphs
+from .errors import HostUnreachable, Interrupted, StepFailed
+from .faults import FaultPoints
+from .journal import Journal, Step
+from .lifecycle import Outcome, Phase, Release, ReleaseState, RevertState, revert_outcome, run_outcome
+from .manifests import Project
+from .plan import Plan, journaled_project
+from .rollout import HostChange, Job, Rollout
+from .schema import Schema
+from .steps import Run, StepReport
+from .supervise import supervise
+from .transports import TransportFactory
+from .transports.pool import TransportPool
+from .walk import walk
+
+
+@dataclass
+class RunResult:
+    release: str
+    state: str
+    steps: list[StepReport] = field(default_factory=list)
+    message: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "state": self.state, "steps": [s.to_json() for s in self.steps]}
+
+
+async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: TransportPool) -> bool:
+    """Walk the graph (reversed for a revert) running each node's job; nodes without one pass."""
+    kinds = {n: g.nodes[n]["kind"] for n in g}
+
+    async def visit(node: str) -> bool:
+        job = jobs.get(node)
+        if job is None:
+            return True
+        if run.stopping:
+            run.blocked(node, kinds[node], "release stopping")
+            return False
+        return await job()
+
+    def on_blocked(node: str, failed: list[str]) -> None:
+        if node in jobs:
+            run.blocked(node, kinds[node], f"waits on {', '.join(failed)}")
+
+    def on_crash(node: str, exc: BaseException) -> None:
+        run.fail(f"{node}: {exc}")
+        run.log.exception("node.crashed", node=node)
+
+    async def go() -> bool:
+        ok = await walk(g, visit, reverse=run.phase == Phase.REVERT, on_blocked=on_blocked, on_crash=on_crash)
+        return all(ok.values()) and run.succeeded
+
+    return await supervise(run, g, set(jobs), pool, go)
+
+
+async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallelism: int,
+                factory: TransportFactory, auto_revert: bool, logfile: str) -> RunResult:
+    run = Run(j, release_id, p.release, Phase.APPLY, parallelism, FaultPoints())
+    run.log.info("release.start", resume=p.resume_of is not None, logfile=logfile)
+    hosts = sorted({h for s in p.changes for h in s.targets})
+    async with factory(project, hosts) as pool:
+        try:
+            await pool.preflight()
+        except HostUnreachable as exc:
+            j.set_state(release_id, ReleaseState.FAILED, message=str(exc))
+            raise
+        rollout, schema = Rollout(run, project, pool), Schema(run, project)
+        jobs = {s.node: (rollout.deploy_job(project.services[s.node], s.targets, s.to, s.current)
+                         if s.kind == "service" else schema.migrate_job(project.databases[s.node], s.to))
+                for s in p.changes}
+        ok = await execute(run, p.graph, jobs, pool)
+    state = run_outcome(ok=ok, stopped=run.stop.is_set(), failed=bool(run.failures))
+    if state == ReleaseState.APPLIED:
+        j.set_state(release_id, state)
+        run.log.info("release.applied")
+        return RunResult(p.release, state, run.reports, f"release {p.release} applied")
+    if state == ReleaseState.INTERRUPTED:
+        j.set_state(release_id, state, message="interrupted")
+        run.log.warning("release.interrupted")
+        raise Interrupted(f"release {p.release} interrupted; `release revert` undoes what was done, "
+                          f"`release apply {p.release}` continues it",
+                          result=RunResult(p.release, state, run.reports))
+    message = f"release {p.release} failed"
+    j.set_state(release_id, state, message="; ".join(run.failures))
+    run.log.error("release.failed", failures=run.failures)
+    if auto_revert:
+        run.log.warning("release.auto_revert")
+        reverted = await revert(project.root, j, j.get(release_id), parallelism, factory, False)
+        message += f"; auto-revert: {reverted.message}"
+        raise StepFailed(message, problems=run.failures + [reverted.message],
+                         result=RunResult(p.release, state, run.reports + reverted.steps))
+    raise StepFailed(message + "; run `release revert` to undo it", problems=run.failures,
+                     result=RunResult(p.release, state, run.reports))
+
+
+async def revert(root: Path, j: Journal, release: Release, parallelism: int, factory: TransportFactory,
+                 force: bool) -> RunResult:
+    # The manifests journaled with the release, not today's checkout: a `git revert` of the
+    # release repository must not change what undoing the release means.
+    project = journaled_project(root, release.manifests.get("sources"))
+    services, databases = changes_to_revert(j.steps(release.id, Phase.APPLY), j.steps(release.id, Phase.REVERT))
+    missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
+    if missing:
+        raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
+                         f"{', '.join(missing)}, which the release changed; revert cannot know how to undo it")
+    # Reversed below: a database the release moved down goes back up before its dependents.
+    g = graphs.with_downgrades(graphs.build_graph(project), set(release.manifests.get("downgrades") or []),
+                               {*services, *databases})
+    hosts = sorted({c.host for changes in services.values() for c in changes})
+    run = Run(j, release.id, release.name, Phase.REVERT, parallelism, FaultPoints())
+    run.log.info("revert.start", services=len(services), databases=len(databases))
+    async with factory(project, hosts) as pool:
+        await pool.preflight()  # unreachable: nothing was reverted, the release is left as it was
+        rollout, schema = Rollout(run, project, pool), Schema(run, project)
+        jobs = {n: rollout.revert_job(project.services[n], changes) for n, changes in services.items()}
+        jobs.update({n: schema.downgrade_job(project.databases[n], restore, force)
+                     for n, restore in databases.items()})
+        # Marked only now, when the first revert step may run: a refused revert changed nothing.
+        j.claim_release(release.id)
+        j.set_state(release.id, revert_state=RevertState.IN_PROGRESS)
+        ok = await execute(run, g, jobs, pool)
+    outcome = revert_outcome(ok=ok, stopped=run.stop.is_set(), failed=bool(run.failures))
+    if outcome == RevertState.DONE:
+        j.set_state(release.id, ReleaseState.REVERTED, revert_state=outcome)
+        run.log.info("revert.done")
+        return RunResult(release.name, ReleaseState.REVERTED, run.reports, f"release {release.name} reverted")
+    if outcome == RevertState.INTERRUPTED:
+        j.set_state(release.id, revert_state=outcome)
+        return RunResult(release.name, ReleaseState.INTERRUPTED, run.reports,
+                         f"revert of {release.name} interrupted; run `release revert` again to finish it")
+    j.set_state(release.id, revert_state=outcome, message="; ".join(run.failures))
+    return RunResult(release.name, release.state, run.reports,
+                     f"revert of {release.name} could not finish; fix the cause and run `release revert` again",
+                     run.failures)
+
+
+def changes_to_revert(apply_steps: list[Step], revert_steps: list[Step]) -> tuple[
+        dict[str, list[HostChange]], dict[str, str | None]]:
+    """From a release's journal: what each host and database must get back.
+
+    Every apply step counts, done, failed or in doubt (intent without outcome): it may have
+    changed something. The first step of a pair keeps the version from before the release,
+    even when the apply was resumed. Host reverts that already succeeded are not run again,
+    unless the host was changed again after them (an apply resumed over a partial revert);
+    databases are always probed (their actual heads decide what is left to downgrade).
+    """
+    reverted: dict[tuple[str, str | None], int] = {}
+    for s in revert_steps:
+        if s.kind == "service" and s.status == Outcome.OK:
+            reverted[(s.node, s.host)] = max(s.id, reverted.get((s.node, s.host), 0))
+    services: dict[str, dict[str, HostChange]] = {}
+    databases: dict[str, str | None] = {}
+    for s in apply_steps:
+        if s.status == Outcome.SKIPPED:  # journaled, never started: nothing to undo
+            continue
+        if s.kind == "service":
+            if s.id < reverted.get((s.node, s.host), 0):
+                continue
+            hosts = services.setdefault(s.node, {})
+            if s.host in hosts:
+                hosts[s.host].remove = s.after
+            else:
+                hosts[s.host] = HostChange(s.node, s.host, s.before, s.after)
+        elif s.node not in databases:
+            databases[s.node] = s.before
+    return {n: list(h.values()) for n, h in services.items()}, databases
+

@@ -1,0 +1,178 @@
+"""The journaled step: the one write-ahead protocol every change goes through.
+
+fault point -> intent (durable) -> fault point -> [slot] -> stop check -> run -> outcome ->
+fault point -> report -> log. Journal writes wait for fsync, so they run off the event loop
+(other hosts' commands go on meanwhile) and are awaited (the intent is durable before the
+command starts). A failure is registered before its outcome is written, so that a step waiting
+for a slot meanwhile sees that the run is stopping and does not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, AsyncContextManager, TypeVar
+
+from .faults import FaultPoints
+from .journal import Journal
+from .lifecycle import Outcome, Phase
+from .logs import get_logger
+
+T = TypeVar("T")
+NOT_STARTED = "not started: the run was stopping"
+
+
+@dataclass
+class StepReport:
+    """One line of a run's result (`--json`'s `steps`)."""
+
+    node: str
+    kind: str
+    host: str | None
+    action: str
+    outcome: str  # ok | failed | skipped
+    exit_code: int | None = None
+    duration: float = 0.0
+    revision: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"node": self.node, "kind": self.kind, "host": self.host, "action": self.action,
+               "outcome": self.outcome, "exit_code": self.exit_code, "duration": round(self.duration, 3),
+               "from": self.from_, "to": self.to}
+        if self.revision:
+            out["revision"] = self.revision
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True)
+class StepIntent:
+    """What the journal records before a step runs."""
+
+    node: str
+    kind: str
+    action: str
+    host: str | None = None
+    revision: str | None = None
+    before: str | None = None
+    after: str | None = None
+
+    @property
+    def where(self) -> str | None:
+        return self.host or self.revision
+
+    @property
+    def label(self) -> str:
+        return f"{self.node} on {self.host}" if self.host else self.node
+
+
+@dataclass
+class StepResult:
+    ok: bool
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    detail: str | None = None
+    # Ended by a second interrupt, on the user's word: journaled as failed (revert undoes it,
+    # resume redoes it) but not a failure of the release, which stays `interrupted`.
+    killed: bool = False
+    in_place: bool = False  # a host now runs the intent's `after` version
+
+
+@dataclass
+class Run:
+    """One apply or revert under way: its journal record, stop signal, failures and reports."""
+
+    journal: Journal
+    release_id: int
+    release: str
+    phase: Phase
+    parallelism: int = 16
+    faults: FaultPoints = field(default_factory=FaultPoints)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reports: list[StepReport] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    killed: bool = False  # a second interrupt killed the running commands
+
+    def __post_init__(self) -> None:
+        # Commands running at once over the whole run (deploys, reverts, health checks).
+        self.slots = asyncio.Semaphore(max(1, self.parallelism))
+        self.log = get_logger(release=self.release, phase=str(self.phase))
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set() or bool(self.failures)
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failures and not self.stop.is_set()
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+
+    def skipped(self, node: str, kind: str, why: str, *, host: str | None = None, action: str = "none",
+                revision: str | None = None) -> None:
+        """A step that was never journaled because the run stopped before it."""
+        self.reports.append(StepReport(node, kind, host, action, "skipped", revision=revision, detail=why))
+
+    def blocked(self, node: str, kind: str, why: str) -> None:
+        self.log.warning("node.not_started", node=node, reason=why)
+        self.skipped(node, kind, why)
+
+    def _hit(self, boundary: str, intent: StepIntent) -> None:
+        self.faults.hit(boundary, self.phase, intent.node, intent.where)
+
+    async def step(self, intent: StepIntent, start: Callable[[], Awaitable[T]],
+                   finish: Callable[[T], Awaitable[StepResult]], *,
+                   gate: AsyncContextManager[Any] | None = None, **start_fields: Any) -> bool:
+        """Run one journaled step. `start` is the change itself: it begins only inside `gate`
+        (a parallelism slot) and only if the run is not stopping; `finish` turns what it
+        returned into the step's result (after a health check, say). True when the step is ok."""
+        log = self.log.bind(node=intent.node, host=intent.host)
+        if intent.revision:
+            log = log.bind(revision=intent.revision)
+        self._hit("before-intent", intent)
+        step_id = await asyncio.to_thread(
+            self.journal.intent, self.release_id, phase=self.phase, node=intent.node, kind=intent.kind,
+            host=intent.host, action=intent.action, revision=intent.revision, before=intent.before,
+            after=intent.after)
+        self._hit("after-intent", intent)
+        t0 = time.monotonic()
+        async with gate or contextlib.nullcontext():
+            if self.stopping:  # it began while the intent was being written or a slot awaited
+                await asyncio.to_thread(self.journal.outcome, step_id, Outcome.SKIPPED, detail=NOT_STARTED)
+                self.skipped(intent.node, intent.kind, NOT_STARTED, host=intent.host, action=intent.action,
+                             revision=intent.revision)
+                log.info(f"{intent.action}.not_started", why=NOT_STARTED)
+                return False
+            log.info(f"{intent.action}.start", **start_fields)
+            value = await start()
+        result = await finish(value)
+        self._hit("after-command", intent)
+        if not result.ok and not result.killed:
+            self.fail(f"{intent.label}: {result.detail}")
+        await asyncio.to_thread(
+            self.journal.outcome, step_id, Outcome.OK if result.ok else Outcome.FAILED,
+            exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, detail=result.detail,
+            in_place=(intent.node, intent.host, intent.after) if result.ok and result.in_place else None,
+            release_id=self.release_id)
+        self._hit("after-outcome", intent)
+        duration = time.monotonic() - t0
+        self.reports.append(StepReport(
+            intent.node, intent.kind, intent.host, intent.action, "ok" if result.ok else "failed",
+            result.exit_code, duration, revision=intent.revision, from_=intent.before, to=intent.after,
+            detail=result.detail))
+        if result.ok:
+            log.info(f"{intent.action}.done", version=intent.after, duration=round(duration, 3))
+        elif result.killed:
+            log.warning(f"{intent.action}.killed", why=result.detail)
+        else:
+            log.error(f"{intent.action}.failed", why=result.detail)
+        return result.ok
