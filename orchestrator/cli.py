@@ -153,19 +153,28 @@ def revert(
 
 
 @app.command()
-def status() -> None:
+def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' probes and the databases.")) -> None:
     """The latest release, its state, each service's version per host, each database's revision."""
-    st = commands.status(opts.project_dir, journal=opts.journal)
+    st = commands.status(opts.project_dir, journal=opts.journal, live=live)
     if opts.json:
         _out(st)
         return
+    for w in st.get("warnings", []):
+        sys.stderr.write(f"warning: {mask_text(w)}\n")
     revert = (f" (revert {st['revert_state']}: run `release revert` to finish it)"
               if st.get("revert_state") else "")
     print(f"release: {st['release'] or '(none)'}  state: {st['state'] or '-'}{revert}")
+    names = [*st["services"], *st["databases"], *st.get("live", {})]
+    width = max([16, *map(len, names)]) + 1
     for svc, hosts in sorted(st["services"].items()):
-        print(f"  {svc:<16} " + ", ".join(f"{h}={v}" for h, v in sorted(hosts.items())))
+        print(f"  {svc:<{width}}" + ", ".join(f"{h}={v}" for h, v in sorted(hosts.items())))
     for db, rev in sorted(st["databases"].items()):
-        print(f"  {db:<16} revision {rev or '(empty)'}")
+        now = st.get("live_databases", {}).get(db, rev)
+        extra = f" (live: {now or 'unreachable or empty'})" if live and now != rev else ""
+        print(f"  {db:<{width}}revision {rev or '(empty)'}{extra}")
+    for d in st.get("drift", []):
+        print(f"  drift: {d['node']}@{d['host']}: journal says {d['journal'] or 'nothing'}, "
+              f"the host reports {d['live'] or 'nothing'}")
 
 
 @app.command()

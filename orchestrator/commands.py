@@ -25,7 +25,7 @@ from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import in_worker
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
-from .probes import read_live
+from .probes import read_live, read_state
 from .runs import RunResult
 from .secrets import mask_url
 from .transports import TransportFactory, make_transports
@@ -62,7 +62,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     project, g = load(project_dir)
     j = Journal.open(journal_url(project.root, journal), create=False)
     try:
-        live = read_live(project, name, transports, parallelism)
+        live, _ = read_live(project, name, transports, parallelism)
         return make_plan(project, g, j, name, force, live)
     finally:
         if j:
@@ -105,7 +105,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     project, g = load(project_dir)
     log = get_logger(release=name)
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
-        p = make_plan(project, g, j, name, force, read_live(project, name, transports, parallelism))
+        p = make_plan(project, g, j, name, force, read_live(project, name, transports, parallelism)[0])
         latest = j.latest()
         decision = decide_apply(latest, name, force_release=force_release)
         drifted = [s.drift for s in p.steps if s.drift and s.node not in force]
@@ -180,11 +180,16 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
         return result
 
 
-def status(project_dir: Path | str, *, journal: str | None = None) -> dict[str, Any]:
-    """SPEC §4: the latest release record, and what is in place now (databases read live)."""
-    project = load_project(project_dir)
-    j = Journal.open(journal_url(project.root, journal), create=False)
+def status(project_dir: Path | str, *, journal: str | None = None, live: bool = False,
+           parallelism: int = 16, transports: TransportFactory = make_transports) -> dict[str, Any]:
+    """The latest release record and what is in place now, from the journal alone: it works
+    with every host and database down, and with broken manifests (said in `warnings`).
+    `live` also asks the hosts' probes and the databases, and reports where they differ."""
+    root = Path(project_dir).resolve()
     out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
+    warnings: list[str] = []
+    project = _project_for_status(root, live, warnings)
+    j = Journal.open(journal_url(root, journal), create=False)
     if j is not None:
         try:
             latest = j.latest()
@@ -193,12 +198,31 @@ def status(project_dir: Path | str, *, journal: str | None = None) -> dict[str, 
                 if latest.partly_reverted:  # only then: hosts may be half back
                     out["revert_state"] = latest.revert_state
             out["services"] = j.current_versions()
+            for name, (rev, doubt) in j.recorded_revisions().items():
+                out["databases"][name] = rev
+                if doubt:
+                    warnings.append(f"{name}: its last migration step did not finish cleanly; "
+                                    "`release status --live` reads the database")
         finally:
             j.close()
-    for name, spec in project.databases.items():
-        heads = asyncio.run(in_worker(runner_for(project, spec).current_heads))
-        out["databases"][name] = ",".join(heads) or None  # several heads: "a,b", as Alembic writes them
+    for name in project.databases if project else ():
+        out["databases"].setdefault(name, None)
+    if live and project is not None:
+        out.update(read_state(project, out["services"], warnings, parallelism, transports))
+    if warnings:
+        out["warnings"] = warnings
     return out
+
+
+def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project | None:
+    try:
+        return load_project(root)
+    except InputError as exc:
+        if live:
+            raise
+        warnings.append(f"manifests not read ({exc.message}: {'; '.join(exc.problems[:3])}); "
+                        "showing the journal only")
+        return None
 
 
 def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

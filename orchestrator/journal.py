@@ -332,6 +332,18 @@ class Journal:
                     out[r.node] = {r.before, r.after}
         return out
 
+    def recorded_revisions(self) -> dict[str, tuple[str | None, bool]]:
+        """Per database, the revision the journal last saw it at, and whether that is in doubt
+        (the newest step has an intent and no outcome: it may or may not have committed)."""
+        return {node: (sorted(revs, key=str)[0] if len(revs) == 1 else self._before(node), len(revs) > 1)
+                for node, revs in self.expected_revisions().items()}
+
+    def _before(self, node: str) -> str | None:
+        q = (sa.select(steps.c.before).where((steps.c.kind == "database") & (steps.c.node == node))
+             .order_by(steps.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
     def current_versions(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self.engine.connect() as conn:

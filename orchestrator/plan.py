@@ -239,7 +239,9 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
 
 def render(plan: Plan) -> str:
     """Human output, in the manner of `terraform plan`."""
-    lines = [f"release {plan.release}" + (f" (previous: {plan.previous})" if plan.previous else " (first release)")]
+    running = any(v is not None for s in plan.steps for v in s.current.values())
+    first = " (no earlier release in this journal; versions as the hosts report them)" if running else " (first release)"
+    lines = [f"release {plan.release}" + (f" (previous: {plan.previous})" if plan.previous else first)]
     lines += [f"note: {n}" for n in plan.notes]
     by_node = {s.node: s for s in plan.steps}
     for i, wave in enumerate(plan.waves, 1):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .environment import command_env
 from .errors import ReleaseError
 from .manifests import Project, ServiceSpec
+from .plan import runner_for
 from .transports import TransportFactory
 from .transports.base import Command, Transport
 
@@ -47,9 +49,11 @@ async def read_version(transport: Transport, spec: ServiceSpec, host: str, relea
 
 
 async def read_all(project: Project, transports: Mapping[str, Transport], services: Iterable[ServiceSpec],
-                   release: str, parallelism: int) -> dict[str, dict[str, str | None]]:
+                   release: str, parallelism: int, *, tolerant: bool = False) -> tuple[
+                       dict[str, dict[str, str | None]], list[str]]:
     """Every probe of `services` on every host of theirs, `parallelism` at a time (the transports
-    keep their own per-host limits). Every host that cannot be asked is named at once."""
+    keep their own per-host limits). A host that cannot be asked fails the whole read, naming
+    every such host at once; `tolerant` reads it as None and returns the problems instead."""
     slots = asyncio.Semaphore(max(1, parallelism))
     todo = [(spec, host) for spec in services if spec.current for host in project.hosts_of(spec)]
 
@@ -63,28 +67,53 @@ async def read_all(project: Project, transports: Mapping[str, Transport], servic
     for (spec, host), r in zip(todo, results):
         if isinstance(r, ProbeFailed):
             problems.append(r.message)
+            out.setdefault(spec.name, {})[host] = None
         elif isinstance(r, BaseException):
             raise r
         else:
             out.setdefault(spec.name, {})[host] = r
-    if problems:
+    if problems and not tolerant:
         raise ProbeFailed("cannot read what runs on every host; nothing was changed", problems=problems)
-    return out
+    return out, problems
 
 
 def probed_hosts(project: Project, services: Iterable[ServiceSpec]) -> list[str]:
     return sorted({h for s in services if s.current for h in project.hosts_of(s)})
 
 
-def read_live(project: Project, release: str, factory: TransportFactory, parallelism: int = 16
-              ) -> dict[str, dict[str, str | None]]:
+def read_live(project: Project, release: str, factory: TransportFactory, parallelism: int = 16,
+              *, tolerant: bool = False) -> tuple[dict[str, dict[str, str | None]], list[str]]:
     """`read_all` for every service with a `current` probe, over transports of its own."""
     services = [s for s in project.services.values() if s.current]
     if not services:
-        return {}
+        return {}, []
 
-    async def go() -> dict[str, dict[str, str | None]]:
+    async def go() -> tuple[dict[str, dict[str, str | None]], list[str]]:
         async with factory(project, probed_hosts(project, services)) as pool:
-            return await read_all(project, pool, services, release, parallelism)
+            return await read_all(project, pool, services, release, parallelism, tolerant=tolerant)
 
     return asyncio.run(go())
+
+
+def read_state(project: Project, journaled: dict[str, dict[str, str]], warnings: list[str],
+               parallelism: int, factory: TransportFactory) -> dict[str, Any]:
+    """`status --live`: what the probes and the databases report, and where the journal differs.
+    Nothing here fails the command: an unreachable host or database reads None, with a warning."""
+    live, problems = read_live(project, "status", factory, parallelism, tolerant=True)
+    warnings.extend(problems)
+    drift = [{"node": node, "host": host, "journal": journaled.get(node, {}).get(host), "live": version}
+             for node, hosts in live.items() for host, version in hosts.items()
+             if version != journaled.get(node, {}).get(host) and not _unreachable(node, host, problems)]
+    databases: dict[str, str | None] = {}
+    for name, spec in project.databases.items():
+        try:
+            heads = runner_for(project, spec).current_heads()
+            databases[name] = ",".join(heads) or None  # several heads: "a,b", as Alembic writes them
+        except ReleaseError as exc:
+            databases[name] = None
+            warnings.append(f"{name}: {exc.message}")
+    return {"live": live, "drift": drift, "live_databases": databases}
+
+
+def _unreachable(node: str, host: str, problems: list[str]) -> bool:
+    return any(p.startswith(f"{node}@{host}:") for p in problems)
