@@ -39,6 +39,7 @@ from sqlalchemy.pool import NullPool
 
 from .errors import InputError, StepFailed
 from .logs import get_logger
+from .secrets import mask_url
 
 
 T = TypeVar("T")
@@ -99,15 +100,6 @@ def resolve_url(url: str, project_root: Path, *, node: str | None = None) -> str
             path = Path(project_root) / path
         u = u.set(database=str(path))
     return u.render_as_string(hide_password=False)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, fit for messages, logs and the journal."""
-    try:
-        u = make_url(url)
-    except Exception:
-        return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
-    return u.render_as_string(hide_password=True)
 
 
 def _sqlite_file(database: str | None) -> str | None:
