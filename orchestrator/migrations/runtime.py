@@ -37,9 +37,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from .errors import InputError, StepFailed
-from .logs import get_logger
-from .secrets import mask_url
+from ..errors import InputError, StepFailed
+from ..logs import get_logger
+from ..secrets import mask_url
 
 
 T = TypeVar("T")
