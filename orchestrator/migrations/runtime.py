@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -40,6 +40,7 @@ from sqlalchemy.pool import NullPool
 from ..errors import InputError, StepFailed
 from ..logs import get_logger
 from ..secrets import mask_url
+from .risks import risks
 
 
 T = TypeVar("T")
@@ -572,177 +573,6 @@ class MigrationRunner:
                 f"{to_rev or 'base'}: {_scrub(str(exc), self.url)}"
             ) from None
         return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------ risks
-
-_COMMENT_RE = re.compile(r"--[^\n]*")
-_IDENT = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?'
-_CREATE_TABLE_RE = re.compile(rf"^CREATE\s+(?:TEMP\w*\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})", re.I)
-_DROP_TABLE_RE = re.compile(rf"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?({_IDENT}(?:\s*,\s*{_IDENT})*)", re.I)
-_ALTER_TABLE_RE = re.compile(rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({_IDENT})\s+(.*)$", re.I | re.S)
-_RENAME_RE = re.compile(rf"^RENAME\s+TO\s+({_IDENT})", re.I)
-_CREATE_INDEX_RE = re.compile(
-    rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?:({_IDENT})\s+)?"
-    rf"ON\s+(?:ONLY\s+)?({_IDENT})",
-    re.I,
-)
-_VERSION_TABLE = "alembic_version"
-_BATCH_TMP = "_alembic_tmp_"
-
-
-def _unquote(name: str) -> str:
-    return ".".join(part.strip('"`[]') for part in name.split("."))
-
-
-def _statements(sql: str) -> list[str]:
-    text = _COMMENT_RE.sub("", sql)
-    return [" ".join(s.split()) for s in text.split(";") if s.strip()]
-
-
-def _clauses(actions: str) -> list[str]:
-    """An ALTER TABLE's comma-separated actions, ignoring commas inside parentheses."""
-    out, depth, cur = [], 0, []
-    for ch in actions:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur).strip())
-    return [c for c in out if c]
-
-
-def risks(sql: str, dialect: str) -> list[str]:
-    """Warnings for destructive or long-locking statements in migration SQL.
-
-    Statements on tables the same SQL just created are not flagged (they are empty and unused),
-    nor the DROP TABLE of SQLite batch mode's copy-and-rename.
-    """
-    pg = dialect.startswith("postgres")
-    stmts = _statements(sql)
-    created: set[str] = set()
-    recreated: set[str] = set()
-    for s in stmts:  # batch mode: CREATE _alembic_tmp_t, copy, DROP t, RENAME _alembic_tmp_t TO t
-        m = _ALTER_TABLE_RE.match(s)
-        if m and _unquote(m.group(1)).startswith(_BATCH_TMP):
-            r = _RENAME_RE.match(m.group(2))
-            if r:
-                recreated.add(_unquote(r.group(1)))
-
-    out: list[str] = []
-    for s in stmts:
-        if m := _CREATE_TABLE_RE.match(s):
-            created.add(_unquote(m.group(1)))
-            continue
-        if m := _DROP_TABLE_RE.match(s):
-            for name in (_unquote(n.strip()) for n in m.group(1).split(",")):
-                if name != _VERSION_TABLE and name not in recreated and not name.startswith(_BATCH_TMP):
-                    out.append(f"DROP TABLE {name}: deletes the table and all of its rows")
-            continue
-        if m := _CREATE_INDEX_RE.match(s):
-            table = _unquote(m.group(3))
-            if pg and not m.group(1) and table not in created:
-                index = _unquote(m.group(2)) if m.group(2) else "(unnamed)"
-                out.append(
-                    f"CREATE INDEX {index} ON {table} without CONCURRENTLY: blocks writes to "
-                    f"{table} while the index is built"
-                )
-            continue
-        m = _ALTER_TABLE_RE.match(s)
-        if not m:
-            continue
-        table = _unquote(m.group(1))
-        fresh = table in created
-        for clause in _clauses(m.group(2)):
-            up = clause.upper()
-            if d := re.match(rf"DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?({_IDENT})", clause, re.I):
-                if not re.match(r"DROP\s+(CONSTRAINT|DEFAULT|NOT\s+NULL)\b", clause, re.I):
-                    out.append(
-                        f"DROP COLUMN {table}.{_unquote(d.group(1))}: deletes the column and its data"
-                    )
-            elif a := re.match(rf"ALTER\s+(?:COLUMN\s+)?({_IDENT})\s+(.*)$", clause, re.I):
-                col, rest = _unquote(a.group(1)), a.group(2).upper()
-                if re.match(r"SET\s+NOT\s+NULL\b", rest) and not fresh:
-                    out.append(
-                        f"ALTER COLUMN {table}.{col} SET NOT NULL: scans the whole table under an "
-                        "exclusive lock, and fails if any row is NULL"
-                    )
-                elif pg and re.match(r"(SET\s+DATA\s+)?TYPE\b", rest) and not fresh:
-                    out.append(
-                        f"ALTER COLUMN {table}.{col} TYPE: may rewrite the table under an "
-                        "exclusive lock"
-                    )
-            elif c := re.match(rf"ADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})\s+(.*)$", clause, re.I):
-                if up.startswith(("ADD CONSTRAINT", "ADD PRIMARY", "ADD UNIQUE", "ADD FOREIGN", "ADD CHECK")):
-                    continue
-                rest = c.group(2).upper()
-                fills = re.search(r"\bDEFAULT\b|\bIDENTITY\b|\bGENERATED\b|\bSERIAL\b", rest)
-                if re.search(r"\bNOT\s+NULL\b", rest) and not fills and not fresh:
-                    out.append(
-                        f"ADD COLUMN {table}.{_unquote(c.group(1))} NOT NULL without DEFAULT: "
-                        "fails on a table that has rows"
-                    )
-    return out
-
-
-# ---------------------------------------------------------------------- archive/restore
-
-
-def archive(script_location: Path) -> dict[str, str]:
-    """The script directory's files as {relative posix path: text}, for the journal's copy.
-
-    env.py, script.py.mako (and any other top-level .py/.mako the env.py may import) and every
-    revision under versions/; no bytecode caches.
-    """
-    root = Path(script_location)
-    files: dict[str, str] = {}
-    for p in sorted(root.iterdir()) if root.is_dir() else []:
-        if p.is_file() and p.suffix in (".py", ".mako"):
-            files[p.name] = p.read_text()
-    versions = root / "versions"
-    if versions.is_dir():
-        for p in sorted(versions.rglob("*.py")):
-            if "__pycache__" not in p.parts and p.is_file():
-                files[p.relative_to(root).as_posix()] = p.read_text()
-    return files
-
-
-_REVISION_ID = re.compile(r"""^revision\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]""", re.M)
-
-
-def merge_archives(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
-    """Two attempts' script directories as one: today's files win, and an old revision file stays
-    only when today's files do not define the same revision id (a renamed file must not make
-    Alembic see one revision twice and pick either)."""
-    today = {m.group(1) for text in new.values() for m in _REVISION_ID.finditer(text)}
-    merged = dict(new)
-    for path, text in old.items():
-        if path in new:
-            continue
-        ids = set(_REVISION_ID.findall(text))
-        if not ids or not ids & today:
-            merged[path] = text
-    return merged
-
-
-def restore(files: dict[str, str], dest: Path) -> Path:
-    """Write an `archive()` back under `dest` (a script directory Alembic can run) and return it."""
-    dest = Path(dest)
-    for rel in files:
-        p = PurePosixPath(rel)
-        if p.is_absolute() or ".." in p.parts or not p.parts:
-            raise InputError(f"journaled migration copy: refusing unsafe path {rel!r}")
-    (dest / "versions").mkdir(parents=True, exist_ok=True)
-    for rel, text in files.items():
-        target = dest.joinpath(*PurePosixPath(rel).parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    return dest
 
 
 # ------------------------------------------------------------------------------ worker
