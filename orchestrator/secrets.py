@@ -7,12 +7,21 @@ import re
 
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)")
+# In free text a space ends a URL, but SQLAlchemy renders a password's spaces unencoded: when the
+# text is one URL and nothing else, its password runs to its only "@", spaces and all.
+_WHOLE_URL = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\r\n]+)(?P<tail>@[^@\s]*)")
 MASK = "***"
 
 
-def mask_url(url: str) -> str:
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`: a URL, or a whole message."""
+    pattern = _WHOLE_URL if _WHOLE_URL.fullmatch(text) else _URL_PASSWORD
+    return pattern.sub(_mask_password, text)
+
+
+def _mask_password(m: re.Match[str]) -> str:
     # A `${VAR}` password is a reference, not a secret: it stays, to be resolved when used.
-    return _URL_PASSWORD.sub(lambda m: m[0] if "${" in m["pw"] else m["head"] + MASK + m["tail"], url)
+    return m[0] if "${" in m["pw"] else m["head"] + MASK + m["tail"]
 
 
 def has_masked_password(url: str) -> bool:

@@ -1,0 +1,278 @@
+"""One database's revision scripts, with no database: Alembic's `script/` side (SPEC §2).
+
+Loads the ScriptDirectory and walks its revision graph: what a `target` means, the single-
+revision hops from one revision to another, whether a revision can be undone, and the SQL that
+Alembic's offline mode renders for hops. Nothing here connects; runtime.py runs the hops.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationStep
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from ..errors import InputError
+from ._guards import _ALEMBIC_LOCK, _no_bytecode, _scrub
+
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One revision applied (`direction` "up") or undone ("down").
+
+    `from_rev`/`to_rev` are the database's revision before and after the hop (None = base;
+    a merge revision's several parents are joined with ",").
+    """
+
+    from_rev: str | None
+    to_rev: str | None
+    revision: str
+    direction: Direction
+
+
+class ScriptGraph:
+    """The revisions of one database node's script directory, loaded once and then read."""
+
+    def __init__(self, name: str, url: str, location: Path) -> None:
+        self.name = name
+        self.url = url  # offline rendering takes the SQL dialect from it; nothing connects
+        self.location = Path(location).absolute()
+        self._directory: ScriptDirectory | None = None
+
+    def where(self) -> str:
+        """The prefix of every message about these scripts."""
+        return f"database {self.name}: migrations {self.location}"
+
+    def config(self, **kwargs: object) -> Config:
+        """A programmatic Alembic configuration (no alembic.ini) for these scripts and URL."""
+        cfg = Config(**kwargs)  # type: ignore[arg-type]
+        cfg.set_main_option("script_location", str(self.location))
+        cfg.set_main_option("path_separator", "os")
+        # ConfigParser interpolates "%": a URL-encoded password would otherwise break it.
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def directory(self) -> ScriptDirectory:
+        """The loaded ScriptDirectory; InputError when it is missing or a revision fails to load."""
+        if self._directory is None:
+            loc = self.location
+            if not loc.is_dir():
+                raise InputError(f"{self.where()}: no such directory")
+            if not (loc / "env.py").is_file():
+                raise InputError(f"{self.where()}: not an Alembic script directory (no env.py)")
+            if not (loc / "versions").is_dir():
+                raise InputError(f"{self.where()}: not an Alembic script directory (no versions/)")
+            try:
+                with _ALEMBIC_LOCK, _no_bytecode():
+                    script = ScriptDirectory.from_config(self.config())
+                    script.get_heads()  # loads every revision file: surface their errors now
+            except InputError:
+                raise
+            except Exception as exc:
+                raise InputError(f"{self.where()}: cannot load the revisions: {exc}") from exc
+            self._directory = script
+        return self._directory
+
+    def get(self, revision: str) -> Script:
+        """The script of exactly this revision id (no prefixes or symbols), else InputError."""
+        script = self.directory()
+        try:
+            rev = script.get_revision(revision)
+        except CommandError:
+            rev = None
+        if rev is None or rev.revision != revision:
+            raise InputError(f"{self.where()}: unknown revision {revision!r}")
+        return rev
+
+    def known(self, revision: str) -> bool:
+        """Whether `get(revision)` would succeed."""
+        try:
+            rev = self.directory().get_revision(revision)
+        except CommandError:
+            return False
+        return rev is not None and rev.revision == revision
+
+    def _require_known(self, revisions: Iterable[str]) -> None:
+        unknown = [r for r in revisions if not self.known(r)]
+        if unknown:
+            raise InputError(
+                f"{self.where()}: unknown revision{'s' if len(unknown) > 1 else ''} "
+                + ", ".join(repr(r) for r in unknown)
+                + " (the database or target names revisions these scripts do not have)"
+            )
+
+    def downs(self, revision: str) -> tuple[str, ...]:
+        """The revision's parents: none for a root, several for a merge."""
+        down = self.get(revision).down_revision
+        if down is None:
+            return ()
+        return (down,) if isinstance(down, str) else tuple(down)
+
+    def closure(self, revisions: Iterable[str]) -> set[str]:
+        """The revisions and all their ancestors: what a database at those heads has applied."""
+        seen: set[str] = set()
+        stack = list(revisions)
+        while stack:
+            rev = stack.pop()
+            if rev not in seen:
+                seen.add(rev)
+                stack.extend(self.downs(rev))
+        return seen
+
+    def _topological(self, revisions: set[str]) -> list[str]:
+        """Parents before children; ties by id so that the order is stable."""
+        order: list[str] = []
+        pending = {r: {d for d in self.downs(r) if d in revisions} for r in revisions}
+        while pending:
+            ready = sorted(r for r, deps in pending.items() if not deps)
+            if not ready:
+                raise InputError(f"{self.where()}: revisions form a cycle: {', '.join(sorted(pending))}")
+            for r in ready:
+                del pending[r]
+                for deps in pending.values():
+                    deps.discard(r)
+            order.extend(ready)
+        return order
+
+    def check_scripts(self, target: str = "head") -> None:
+        """Raise InputError unless this is a loadable Alembic script directory for `target`."""
+        script = self.directory()
+        heads = script.get_heads()
+        if not heads:
+            raise InputError(f"{self.where()}: the script directory has no revisions")
+        self.resolve_target(target)
+
+    def resolve_target(self, target: str = "head") -> str | None:
+        """The revision id a manifest's `target` means; None for `base`."""
+        script = self.directory()
+        if target in ("head", "heads"):
+            heads = script.get_heads()
+            if len(heads) > 1:
+                raise InputError(
+                    f"{self.where()}: multiple heads ({', '.join(sorted(heads))}); merge them "
+                    "(alembic merge) or set `target` to one revision"
+                )
+            if not heads:
+                raise InputError(f"{self.where()}: the script directory has no revisions")
+            return heads[0]
+        if target == "base":
+            return None
+        try:
+            rev = script.get_revision(target)
+        except CommandError as exc:
+            raise InputError(f"{self.where()}: target: unknown revision {target!r} ({exc})") from exc
+        if rev is None:
+            raise InputError(f"{self.where()}: target: unknown revision {target!r}")
+        return rev.revision
+
+    def hops(self, from_rev: str | None, to_rev: str | None) -> list[Hop]:
+        """The single-revision steps from `from_rev` to `to_rev` (None = base), in execution order.
+
+        Undoes what `from_rev` has and `to_rev` lacks (newest first), then applies what
+        `to_rev` has and `from_rev` lacks (oldest first); on one line of history one of the
+        two is empty.
+        """
+        start = _split(from_rev)
+        goal = _split(to_rev)
+        self._require_known([*start, *goal])
+        have = self.closure(start)
+        want = self.closure(goal)
+        out: list[Hop] = []
+        for rev in reversed(self._topological(have - want)):
+            out.append(Hop(rev, _join(self.downs(rev)), rev, "down"))
+        for rev in self._topological(want - have):
+            out.append(Hop(_join(self.downs(rev)), rev, rev, "up"))
+        return out
+
+    def step(self, hop: Hop) -> MigrationStep:
+        """The hop as the one step Alembic runs, online or offline."""
+        revision_map = self.directory().revision_map
+        if hop.direction == "up":
+            return MigrationStep.upgrade_from_script(revision_map, self.get(hop.revision))
+        return MigrationStep.downgrade_from_script(revision_map, self.get(hop.revision))
+
+    def is_reversible(self, revision: str) -> bool:
+        """Whether the revision has a downgrade() that does something and does not always raise.
+
+        Static: the module source is parsed, never run, so a plan can tell before anything runs.
+        """
+        path = Path(self.get(revision).path)
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except (OSError, SyntaxError):
+            return False
+        func = None
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "downgrade":
+                func = node  # a later definition wins, as at import time
+        if func is None:
+            return False
+        body = list(func.body)
+        if body and _is_docstring(body[0]):
+            body = body[1:]
+        body = [s for s in body if not _is_noop(s)]
+        if not body:
+            return False
+        return not any(isinstance(s, ast.Raise) for s in body)
+
+    # ------------------------------------------------------------ offline
+
+    def offline_sql(self, from_rev: str | None, to_rev: str | None) -> str:
+        """The SQL that Alembic's offline mode (`--sql`) emits for these hops; never connects."""
+        hops = self.hops(from_rev, to_rev)
+        if not hops:
+            return ""
+        script = self.directory()
+        steps = [self.step(h) for h in hops]
+        buf = io.StringIO()
+        cfg = self.config(output_buffer=buf)
+        try:
+            with _ALEMBIC_LOCK, _no_bytecode():
+                with EnvironmentContext(
+                    cfg, script, fn=lambda heads, context: steps, as_sql=True,
+                    starting_rev=list(_split(from_rev)) or None, destination_rev=to_rev,
+                ):
+                    script.run_env()
+        except Exception as exc:
+            raise InputError(
+                f"{self.where()}: cannot render the SQL for {from_rev or 'base'} -> "
+                f"{to_rev or 'base'}: {_scrub(str(exc), self.url)}"
+            ) from None
+        return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _split(rev: str | None) -> tuple[str, ...]:
+    if not rev:
+        return ()
+    return tuple(r.strip() for r in rev.split(",") if r.strip())
+
+
+def _join(revs: tuple[str, ...]) -> str | None:
+    return ",".join(revs) if revs else None
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _is_noop(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Pass):
+        return True
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)  # `...`, stray strings
