@@ -51,8 +51,8 @@ def test_plan_creates_nothing_and_matches_spec(demo: Path) -> None:
     assert orders == {"node": "orders", "kind": "service", "action": "deploy", "from": None, "to": "v2.3",
                       "hosts": BACKEND, "current": {"app1": None, "app2": None}}
     db = by["orders-db"]
-    assert set(db) == {"node", "kind", "action", "from", "to", "revisions", "reversible"}
-    assert db["action"] == "migrate" and db["from"] is None and db["to"] == "o3_status"
+    assert set(db) == {"node", "kind", "action", "from", "to", "revisions", "reversible", "direction"}
+    assert db["action"] == "migrate" and db["from"] is None and db["to"] == "o3_status" and db["direction"] == "up"
     assert db["revisions"] == ["o1_orders", "o2_items", "o3_status"] and db["reversible"] is True
     # The steps come in wave order.
     order = [s["node"] for s in p["steps"]]
