@@ -71,8 +71,10 @@ def concurrency_probe(delay: float = 0.05):
 
 
 def mock_factory(handler, log: CallLog):
+    from orchestrator.transports import TransportPool
+
     def factory(project, hosts):
-        return {h: MockTransport(h, handler, log) for h in hosts}
+        return TransportPool({h: MockTransport(h, handler, log) for h in hosts})
     return factory
 
 
