@@ -36,7 +36,7 @@ class _InventoryFile(_Strict):
     """hosts.yaml as written. A host's keys other than `transport` belong to its transport,
     whose own settings model checks them."""
 
-    hosts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    hosts: dict[str, Any] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("hosts", "groups")
@@ -250,6 +250,9 @@ def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[st
     hosts: dict[str, HostSpec] = {}
     problems: list[str] = []
     for name, entry in raw.hosts.items():
+        if not isinstance(entry, dict):  # checked here, so that the other hosts are checked too
+            problems.append(f"{path}: hosts.{name}: expected a mapping of settings, not {entry!r}")
+            continue
         try:
             hosts[name] = _host_spec(entry)
         except registry.PluginError as exc:
