@@ -6,7 +6,6 @@ Every problem is collected and reported at once, each naming the file and the fi
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError
+from .transports import registry
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MANIFEST_DIR = "services.d"
@@ -32,28 +32,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HostSpec(_Strict):
-    transport: Literal["local", "ssh"] | None = None
-    root: str | None = None  # local hosts: the directory; default .release/hosts/<name>
-    address: str | None = None
-    port: int = Field(22, ge=1, le=65535)
-    user: str | None = None
-    identity: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout: float = Field(10, gt=0)
-    keepalive_interval: float = Field(5, gt=0)
-    keepalive_count_max: int = Field(3, ge=1)
-    jump: str | None = None  # another inventory host, used as ProxyJump
+class _InventoryFile(_Strict):
+    """hosts.yaml as written. A host's keys other than `transport` belong to its transport,
+    whose own settings model checks them."""
 
-    @property
-    def kind(self) -> str:
-        if self.transport:
-            return self.transport
-        return "ssh" if self.address else "local"
-
-
-class Inventory(_Strict):
-    hosts: dict[str, HostSpec] = Field(default_factory=dict)
+    hosts: dict[str, Any] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("hosts", "groups")
@@ -62,6 +45,21 @@ class Inventory(_Strict):
         for key in value:
             check_name(key, "host or group name")
         return value
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """An inventory host: the name of the transport plugin that reaches it, and that plugin's
+    validated settings."""
+
+    transport: str
+    settings: BaseModel
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: dict[str, HostSpec] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _count_or_percent(v: int | str) -> int | str:
@@ -168,17 +166,11 @@ class Project:
                     out.append(h)
         return out
 
-    def local_root(self, host: str) -> Path:
-        spec = self.inventory.hosts[host]
-        if spec.root:
-            return (self.root / os.path.expanduser(spec.root)).resolve()
-        return self.root / ".release" / "hosts" / host
 
-
-def _format_validation(path: str, exc: ValidationError) -> list[str]:
+def _format_validation(path: str, exc: ValidationError, within: tuple[str, ...] = ()) -> list[str]:
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+        loc = ".".join(str(p) for p in (*within, *err["loc"])) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -231,11 +223,9 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
             inventory_ok = inventory_ok and path != inv_path
             continue
         if path == inv_path:
-            try:
-                inventory = Inventory.model_validate(data)
-            except ValidationError as exc:
-                problems.extend(_format_validation(path, exc))
-                inventory_ok = False
+            inventory, found = _load_inventory(path, data)
+            problems.extend(found)
+            inventory_ok = not found
             continue
         data.setdefault("name", Path(path).stem)
         broken.add(str(data["name"]))  # until it validates
@@ -272,6 +262,47 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     return project
 
 
+def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[str]]:
+    """The inventory, each host's settings checked by its transport; with problems, an empty one
+    (so that services do not report its hosts again as unknown)."""
+    try:
+        raw = _InventoryFile.model_validate(data)
+    except ValidationError as exc:
+        return Inventory(), _format_validation(path, exc)
+    hosts: dict[str, HostSpec] = {}
+    problems: list[str] = []
+    for name, entry in raw.hosts.items():
+        if not isinstance(entry, dict):  # checked here, so that the other hosts are checked too
+            problems.append(f"{path}: hosts.{name}: expected a mapping of settings, not {entry!r}")
+            continue
+        try:
+            hosts[name] = _host_spec(entry)
+        except registry.PluginError as exc:
+            problems.append(f"{path}: hosts.{name}.transport: {exc}")
+        except ValidationError as exc:
+            problems.extend(_format_validation(path, exc, ("hosts", name)))
+    return (Inventory(), problems) if problems else (Inventory(hosts, raw.groups), [])
+
+
+def _host_spec(entry: dict[str, Any]) -> HostSpec:
+    settings = dict(entry)
+    # The inventory format's own default: a host with an address is reached over ssh.
+    transport = str(settings.pop("transport", None) or ("ssh" if "address" in settings else "local"))
+    return HostSpec(transport, registry.plugin(transport).settings.model_validate(settings))
+
+
+def _check_transports(hosts: dict[str, HostSpec]) -> list[str]:
+    """Each transport's checks across its hosts (an ssh jump host must exist, ...)."""
+    transports = {name: spec.transport for name, spec in hosts.items()}
+    problems = []
+    for transport in sorted(set(transports.values())):
+        check = registry.plugin(transport).check_inventory
+        if check is not None:
+            mine = {name: spec.settings for name, spec in hosts.items() if spec.transport == transport}
+            problems.extend(check(mine, transports))
+    return problems
+
+
 def _check_references(project: Project, inv_path: str, broken: set[str], inventory_ok: bool) -> list[str]:
     """Cross-file problems, leaving out the echoes of a file already reported as broken."""
     problems = []
@@ -282,20 +313,7 @@ def _check_references(project: Project, inv_path: str, broken: set[str], invento
         for m in members:
             if m not in inv.hosts:
                 problems.append(f"{inv_path}: groups.{group}: unknown host {m!r}")
-    for name, spec in inv.hosts.items():
-        if spec.kind == "ssh" and not spec.address:
-            problems.append(f"{inv_path}: hosts.{name}.address: required for an ssh host")
-        if spec.jump and spec.jump not in inv.hosts:
-            problems.append(f"{inv_path}: hosts.{name}.jump: unknown host {spec.jump!r}")
-        elif spec.jump and inv.hosts[spec.jump].kind != "ssh":
-            problems.append(f"{inv_path}: hosts.{name}.jump: {spec.jump!r} is not an ssh host")
-        elif spec.jump:
-            seen, hop = [name], spec.jump
-            while hop and hop in inv.hosts and hop not in seen:
-                seen.append(hop)
-                hop = inv.hosts[hop].jump
-            if hop in seen:
-                problems.append(f"{inv_path}: hosts.{name}.jump: jump hosts loop: {' -> '.join(seen + [hop])}")
+    problems.extend(f"{inv_path}: {p}" for p in _check_transports(inv.hosts))
     for name, spec in project.nodes.items():
         path = project.files[name]
         for dep in spec.depends_on:

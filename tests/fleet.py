@@ -234,9 +234,9 @@ class Fleet:
         return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
     def host_spec(self, name: str, **overrides):
-        from orchestrator.manifests import HostSpec
+        from orchestrator.transports.ssh_plugin import SSHSettings
 
-        return HostSpec(transport="ssh", **self.host_entry(name, **overrides))
+        return SSHSettings(**self.host_entry(name, **overrides))
 
     def clear_homes(self) -> None:
         """Empty every host's home directory (files of earlier tests)."""

@@ -515,7 +515,7 @@ def test_release_through_a_jump_host(tmp_path: Path, fleet) -> None:
 
 async def test_hosts_behind_a_jump_host_are_closed_before_it(fleet) -> None:
     """A kill still under way on a host behind a jump host finishes before the tunnel closes."""
-    from orchestrator.commands import _close
+    from orchestrator.transports import TransportPool
 
     n = str(secrets.randbelow(10**6)).zfill(6)
     bastion, inner = fleet.names[:2]
@@ -527,8 +527,9 @@ async def test_hosts_behind_a_jump_host_are_closed_before_it(fleet) -> None:
         if behind._running and next(iter(behind._running)).pgid:
             break
         await asyncio.sleep(0.05)
-    behind.kill_running()
-    await _close({bastion: jump, inner: behind})  # the jump host first, as make_transports does
+    # The jump host first, as make_pool builds them: the pool must still close it last.
+    async with TransportPool({bastion: jump, inner: behind}):
+        behind.kill_running()
     result = await task
     assert not result.ok
     left = await run_on(fleet, inner, f"pgrep -af '[s]leep 47{n}'")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
 
 
 TAIL_BYTES = 4000
@@ -48,7 +50,10 @@ class Command:
 
 
 class Transport(abc.ABC):
-    """One host. `connect` is called once per run before the first command."""
+    """One host. `connect` is called once per run before the first command.
+
+    `async with transport:` connects and closes it, as httpx transports do.
+    """
 
     name: str  # the inventory host name
 
@@ -66,8 +71,21 @@ class Transport(abc.ABC):
         """Second Ctrl-C: stop every command this transport started, now."""
 
     def environment(self) -> dict[str, str]:
-        """Variables this transport adds to every command's environment."""
+        """Variables this host adds to every command's environment (the core merges them in)."""
         return {}
+
+    def dependencies(self) -> list[Transport]:
+        """Transports this one reaches its host through (an SSH jump host): they are closed
+        after it, since a kill still under way here may need them."""
+        return []
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
 
     def has_state(self) -> bool:
         """False when the host was never set up, so nothing can run there and a read-only

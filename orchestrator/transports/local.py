@@ -77,6 +77,40 @@ def kill_tree(pid: int) -> None:
             pass
 
 
+async def run_shell(script: str, *, cwd: Path, env: dict[str, str], timeout: float,
+                    running: set[int]) -> CommandResult:
+    """`sh -c script` as a child of this process, in our process group, shielded from the
+    terminal's Ctrl-C; past `timeout`, or when cancelled, its whole process tree is killed.
+
+    `running` holds the PIDs under way, for kill_running(). For any transport whose commands
+    are processes on this machine.
+    """
+    start = time.monotonic()
+    with sigint_blocked():
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", SHIELDED, "sh", script, cwd=cwd, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    running.add(proc.pid)
+    try:
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            kill_tree(proc.pid)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), KILL_GRACE)
+            except asyncio.TimeoutError:  # a daemonised grandchild holds the pipes open
+                out, err = b"", b""
+            return CommandResult(None, tail(out), tail(err), time.monotonic() - start, timed_out=True)
+        except asyncio.CancelledError:
+            kill_tree(proc.pid)
+            raise
+    finally:
+        running.discard(proc.pid)
+    return CommandResult(proc.returncode, tail(out), tail(err), time.monotonic() - start)
+
+
 class LocalTransport(Transport):
     def __init__(self, name: str, root: Path, project_dir: Path) -> None:
         self.name = name
@@ -87,37 +121,13 @@ class LocalTransport(Transport):
     async def connect(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    async def run(self, command: Command) -> CommandResult:
-        self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(command.env)
-        start = time.monotonic()
-        with sigint_blocked():
-            proc = await asyncio.create_subprocess_exec(
-                "sh", "-c", SHIELDED, "sh", command.script, cwd=self.root, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        self._running.add(proc.pid)
-        try:
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), command.timeout)
-            except asyncio.TimeoutError:
-                kill_tree(proc.pid)
-                try:
-                    out, err = await asyncio.wait_for(proc.communicate(), KILL_GRACE)
-                except asyncio.TimeoutError:  # a daemonised grandchild holds the pipes open
-                    out, err = b"", b""
-                return CommandResult(None, tail(out), tail(err), time.monotonic() - start, timed_out=True)
-            except asyncio.CancelledError:
-                kill_tree(proc.pid)
-                raise
-        finally:
-            self._running.discard(proc.pid)
-        return CommandResult(proc.returncode, tail(out), tail(err), time.monotonic() - start)
-
     def environment(self) -> dict[str, str]:
         return {"RELEASE_PROJECT_DIR": str(self.project_dir)}
+
+    async def run(self, command: Command) -> CommandResult:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return await run_shell(command.script, cwd=self.root, env={**os.environ, **command.env},
+                               timeout=command.timeout, running=self._running)
 
     def has_state(self) -> bool:
         return self.root.is_dir()

@@ -38,8 +38,8 @@ import asyncssh
 
 from ..errors import HostUnreachable
 from ..logs import get_logger
-from ..manifests import HostSpec
 from .base import Command, CommandResult, Transport, tail
+from .ssh_plugin import SSHSettings
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SESSIONS = 8
@@ -154,14 +154,12 @@ class SSHTransport(Transport):
     def __init__(
         self,
         name: str,
-        spec: HostSpec,
+        spec: SSHSettings,
         *,
         jump: SSHTransport | None = None,
         handshakes: asyncio.Semaphore | None = None,
         max_sessions: int = MAX_SESSIONS,
     ) -> None:
-        if not spec.address:
-            raise ValueError(f"host {name}: an ssh host needs an address")
         self.name = name
         self.spec = spec
         self.jump = jump
@@ -180,6 +178,9 @@ class SSHTransport(Transport):
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.name!r}, {self.where})"
+
+    def dependencies(self) -> list[Transport]:
+        return [self.jump] if self.jump is not None else []
 
     @property
     def where(self) -> str:
