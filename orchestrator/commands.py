@@ -17,13 +17,13 @@ from typing import Any
 import networkx as nx
 
 from . import graph as graphs
-from . import runs
+from . import runs, settings
 from .errors import InputError, Interrupted, StepFailed
 from .journal import Journal, default_url
 from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
-from .migrations import in_worker
+from .migrations import resolve_url
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
 from .probes import read_live, read_state
 from .runs import RunResult
@@ -33,8 +33,19 @@ from .transports import TransportFactory, make_transports
 Confirm = Callable[[Plan], bool]
 
 
-def journal_url(project_dir: Path, url: str | None) -> str:
-    return url or os.environ.get("RELEASE_JOURNAL") or default_url(Path(project_dir).resolve())
+def journal_url(project_dir: Path | str, url: str | None) -> str:
+    """--journal, else RELEASE_JOURNAL, else `journal:` in release.yaml, else this checkout's file."""
+    root = Path(project_dir).resolve()
+    chosen = url or os.environ.get("RELEASE_JOURNAL") or settings.load(root).journal
+    if chosen:
+        return resolve_url(chosen, root, node="journal") if "${" in chosen else chosen
+    if os.environ.get("CI") == "true":
+        # A CI runner's checkout is thrown away with its journal: the next run would not know
+        # what this one deployed, nor could a colleague revert it.
+        get_logger().warning("journal.per_checkout", message=(
+            f"the journal is this checkout's own file ({root / '.release' / 'journal.db'}); set "
+            "`journal:` in services.d/release.yaml (or RELEASE_JOURNAL) to share one"))
+    return default_url(root)
 
 
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError
+from .settings import SETTINGS_FILE, Settings
+from .settings import parse as parse_settings
 from .transports import registry
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -148,6 +150,7 @@ class Project:
     nodes: dict[str, NodeSpec]
     files: dict[str, str]  # node name -> manifest path relative to root
     sources: dict[str, str] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def services(self) -> dict[str, ServiceSpec]:
@@ -167,7 +170,7 @@ class Project:
         return out
 
 
-def _format_validation(path: str, exc: ValidationError, within: tuple[str, ...] = ()) -> list[str]:
+def format_validation(path: str, exc: ValidationError, within: tuple[str, ...] = ()) -> list[str]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (*within, *err["loc"])) or "(file)"
@@ -205,7 +208,14 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
 
     broken: set[str] = set()  # nodes whose file has its own problems: not "unknown" elsewhere
     inventory_ok = True
+    settings = Settings()
     for path, text in sources.items():
+        if path == SETTINGS_FILE:  # reserved: the project's settings, not a node
+            try:
+                settings = parse_settings(text)
+            except InputError as exc:
+                problems.extend(exc.problems)
+            continue
         try:
             data = load_yaml(text)
         except yaml.YAMLError as exc:
@@ -243,7 +253,7 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
-            problems.extend(_format_validation(path, exc))
+            problems.extend(format_validation(path, exc))
             continue
         if spec.name in nodes:
             problems.append(f"{path}: name: duplicate name {spec.name!r} (also in {files[spec.name]})")
@@ -255,7 +265,8 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     if inv_path not in sources:
         problems.append(f"{inv_path}: (file): the inventory is missing")
         inventory_ok = False
-    project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources))
+    project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources),
+                      settings=settings)
     problems.extend(_check_references(project, inv_path, broken, inventory_ok))
     if problems:
         raise InputError("invalid manifests", problems=problems)
@@ -268,7 +279,7 @@ def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[st
     try:
         raw = _InventoryFile.model_validate(data)
     except ValidationError as exc:
-        return Inventory(), _format_validation(path, exc)
+        return Inventory(), format_validation(path, exc)
     hosts: dict[str, HostSpec] = {}
     problems: list[str] = []
     for name, entry in raw.hosts.items():
@@ -280,7 +291,7 @@ def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[st
         except registry.PluginError as exc:
             problems.append(f"{path}: hosts.{name}.transport: {exc}")
         except ValidationError as exc:
-            problems.extend(_format_validation(path, exc, ("hosts", name)))
+            problems.extend(format_validation(path, exc, ("hosts", name)))
     return (Inventory(), problems) if problems else (Inventory(hosts, raw.groups), [])
 
 

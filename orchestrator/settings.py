@@ -1,0 +1,81 @@
+"""Project settings: `services.d/release.yaml`, what belongs to the whole release repository (the
+shared journal, notifications, hooks, secrets) rather than to one service or host.
+
+Read on its own, before and apart from the other manifests: `status` and `history` need the
+journal's address even when a service manifest is broken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InputError
+
+SETTINGS_FILE = "services.d/release.yaml"
+EVENTS = ("started", "applied", "failed", "interrupted", "reverted", "revert_failed")
+Event = Literal["started", "applied", "failed", "interrupted", "reverted", "revert_failed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Webhook(_Strict):
+    url: str  # ${VAR} is taken from the environment when the notification is sent
+    events: list[Event] = Field(default_factory=lambda: list(EVENTS))
+    timeout: float = Field(5, gt=0, le=60)
+
+
+class Hooks(_Strict):
+    pre_apply: str | None = None  # exits non-zero: the apply is refused before anything changed
+    post_apply: str | None = None
+    on_failure: str | None = None
+
+
+class Settings(_Strict):
+    journal: str | None = None  # the default journal URL for every checkout and CI runner
+    project: str | None = None  # this repository's name in a journal shared by several
+    notify: list[Webhook] = Field(default_factory=list)
+    hooks: Hooks = Field(default_factory=Hooks)
+    secrets: list[str] = Field(default_factory=list)  # environment variables masked everywhere
+
+    @field_validator("secrets")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not v.replace("_", "a").isalnum() or v[:1].isdigit()]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(map(repr, bad))}")
+        return value
+
+
+def parse(text: str, path: str = SETTINGS_FILE) -> Settings:
+    from .manifests import format_validation, load_yaml
+
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise InputError("invalid manifests", problems=[f"{path}: malformed YAML: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("invalid manifests", problems=[f"{path}: (file): expected a mapping"])
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise InputError("invalid manifests", problems=format_validation(path, exc)) from None
+
+
+def load(root: Path) -> Settings:
+    """The settings of the project at `root`; defaults when it has no release.yaml."""
+    path = Path(root) / SETTINGS_FILE
+    if not path.is_file():
+        return Settings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError("invalid manifests", problems=[f"{SETTINGS_FILE}: cannot be read: {exc}"]) from None
+    return parse(text)
