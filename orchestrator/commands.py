@@ -116,7 +116,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     project, g = load(project_dir)
     log = get_logger(release=name)
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
-        p = make_plan(project, g, j, name, force, read_live(project, name, transports, parallelism)[0])
+        live, _ = read_live(project, name, transports, parallelism)
+        p = make_plan(project, g, j, name, force, live)
         latest = j.latest()
         decision = decide_apply(latest, name, force_release=force_release)
         drifted = [s.drift for s in p.steps if s.drift and s.node not in force]
@@ -127,6 +128,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             raise InputError("refusing a schema downgrade that cannot run", problems=blocked)
         if confirm is not None and p.changes and not confirm(p):
             raise StepFailed(f"release {name} not applied: cancelled; nothing was changed")
+        for fixed in j.reconcile(live):
+            log.warning("drift", message=fixed)
         if decision.over_revert:
             # The hosts reverted so far are deployed again, and a later revert undoes them again.
             assert latest is not None

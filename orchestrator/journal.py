@@ -344,12 +344,46 @@ class Journal:
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
 
+    def resolve_database(self, node: str, at: str | None) -> None:
+        """A database's newest step in doubt (its process died between commit and outcome) is
+        decided by where the database is now: at its `after`, it ran; at its `before`, its
+        transaction never committed."""
+        q = (sa.select(steps).where((steps.c.kind == "database") & (steps.c.node == node))
+             .order_by(steps.c.id.desc()).limit(1))
+        with self.engine.begin() as conn:
+            row = conn.execute(q).first()
+            if row is None or row.status != Outcome.INTENT or at not in (row.before, row.after):
+                return
+            done = at == row.after and row.after != row.before
+            conn.execute(steps.update().where(steps.c.id == row.id).values(
+                status=Outcome.OK if done else Outcome.FAILED, ended_at=time.time(),
+                detail=f"in doubt until the database was read: it is at {at or 'base'}"))
+
     def current_versions(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(current_versions)):
                 out.setdefault(r.node, {})[r.host] = r.version
         return out
+
+    def reconcile(self, live: dict[str, dict[str, str | None]]) -> list[str]:
+        """Make what the journal says runs on each probed host what the host reported (the hosts
+        are the truth, the journal our memory); returns each correction, for the log."""
+        known = self.current_versions()
+        fixed = []
+        with self.engine.begin() as conn:
+            for node, hosts in live.items():
+                for host, version in hosts.items():
+                    was = known.get(node, {}).get(host)
+                    if was == version:
+                        continue
+                    key = (current_versions.c.node == node) & (current_versions.c.host == host)
+                    conn.execute(current_versions.delete().where(key))
+                    if version is not None:
+                        conn.execute(current_versions.insert().values(node=node, host=host, version=version))
+                    fixed.append(f"{node}@{host}: journal said {was or 'nothing'}, the host reports "
+                                 f"{version or 'nothing'}")
+        return fixed
 
     def archive(self, release_id: int, node: str, files: dict[str, str]) -> None:
         """Keep a database's migration scripts with the release (replacing an earlier copy)."""

@@ -42,6 +42,7 @@ class Schema:
         """Hop by hop to `target`, each revision journaled and committed on its own."""
         heads = await migrations.in_worker(runner.current_heads)
         current = heads[0] if heads else None
+        await asyncio.to_thread(self.run.journal.resolve_database, spec.name, current)
         # Loading scripts takes Alembic's lock, held by a running revision: not on the loop.
         hops = await migrations.in_worker(runner.hops, current, target)
         for hop in hops:
