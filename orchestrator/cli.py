@@ -13,6 +13,7 @@ from . import commands
 from .errors import ReleaseError
 from .logs import configure
 from .plan import Plan, render
+from .scope import Scope
 from .secrets import mask_text, mask_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -89,6 +90,9 @@ def plan(
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when something would change."),
     sql: bool = typer.Option(False, "--sql", help="Print the SQL the migrations would run."),
     force: list[str] = typer.Option([], "--force", help="Redeploy NODE even if unchanged (repeatable)."),
+    target: list[str] = typer.Option([], "--target", help="Change only NODE and what it depends on (repeatable)."),
+    limit: list[str] = typer.Option([], "--limit", help="Change only these hosts or groups (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Save the plan for `apply --plan FILE`."),
 ) -> None:
     """The dry run: what would change, in which order and waves. Creates nothing."""
     try:
@@ -100,7 +104,8 @@ def plan(
                 for db, text in statements.items():
                     print(f"-- {db}\n{text}")
             return
-        p = commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force))
+        p = commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force),
+                          scope=Scope(tuple(target), tuple(limit)), out=out)
     except ReleaseError as exc:
         if detailed_exitcode:  # Terraform's convention: 1 for any error, 2 means "changes"
             sys.stderr.write(f"error: {exc}\n")
@@ -116,18 +121,23 @@ def plan(
 
 @app.command()
 def apply(
-    name: str = typer.Argument(..., help="The release name, e.g. v2.3."),
+    name: Optional[str] = typer.Argument(None, help="The release name, e.g. v2.3 (not with --plan)."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Run exactly this saved plan (plan --out)."),
     parallelism: int = typer.Option(16, "--parallelism", min=1, help="Commands running at once."),
     auto_revert: bool = typer.Option(False, "--auto-revert", help="Revert by itself when a step fails."),
     force: list[str] = typer.Option([], "--force", help="Redeploy NODE even if unchanged (repeatable)."),
     force_release: bool = typer.Option(False, "--force-release",
                                        help="Apply although the latest release is failed or interrupted."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
+    target: list[str] = typer.Option([], "--target", help="Change only NODE and what it depends on (repeatable)."),
+    limit: list[str] = typer.Option([], "--limit", help="Change only these hosts or groups (repeatable)."),
 ) -> None:
     """Run the plan: migrations before their dependents, services in dependency order."""
-    result = commands.apply(opts.project_dir, name, journal=opts.journal, parallelism=parallelism,
+    if (name is None) == (plan_file is None):
+        raise typer.BadParameter("give a release name or --plan FILE (one of them)")
+    result = commands.apply(opts.project_dir, name or "", plan_file=plan_file, journal=opts.journal, parallelism=parallelism,
                             force=tuple(force), force_release=force_release, auto_revert=auto_revert,
-                            lock_wait=lock_wait, confirm=_confirm_plan)
+                            lock_wait=lock_wait, confirm=_confirm_plan, scope=Scope(tuple(target), tuple(limit)))
     _print_run(result)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from . import graph as graphs
-from . import runs, settings
+from . import runs, saved, settings
 from .errors import InputError, Interrupted, StepFailed
 from .journal import Journal, default_url
 from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
@@ -27,6 +27,7 @@ from .migrations import resolve_url
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
 from .probes import read_live, read_state
 from .runs import RunResult
+from .scope import Scope
 from .secrets import mask_url
 from .transports import TransportFactory, make_transports
 
@@ -67,14 +68,19 @@ def graph(project_dir: Path | str, fmt: str = "text") -> str | bytes:
 
 
 def plan(project_dir: Path | str, name: str, *, journal: str | None = None, force: tuple[str, ...] = (),
-         parallelism: int = 16, transports: TransportFactory = make_transports) -> Plan:
-    """The dry run: reads the journal, the databases and the hosts' probes; creates nothing."""
+         scope: Scope = Scope(), parallelism: int = 16, transports: TransportFactory = make_transports,
+         out: Path | None = None) -> Plan:
+    """The dry run: reads the journal, the databases and the hosts' probes; creates nothing but
+    `out`, the plan saved for `apply --plan` with a fingerprint of what it was computed from."""
     check_release_name(name)
     project, g = load(project_dir)
     j = Journal.open(journal_url(project.root, journal), create=False)
     try:
         live, _ = read_live(project, name, transports, parallelism)
-        return make_plan(project, g, j, name, force, live)
+        p = make_plan(project, g, j, name, force, live, scope)
+        if out is not None:
+            saved.save(out, p, j.latest() if j else None, force)
+        return p
     finally:
         if j:
             j.close()
@@ -107,18 +113,24 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
 def apply(project_dir: Path | str, name: str, *, journal: str | None = None, parallelism: int = 16,
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports,
-          confirm: Confirm | None = None) -> RunResult:
+          confirm: Confirm | None = None, scope: Scope = Scope(), plan_file: Path | None = None) -> RunResult:
     """Apply release `name`. Raises StepFailed (1), Interrupted (130), LockHeld (3), InputError (2).
 
     `confirm(plan)` sees the plan that will run, under the lock, before anything changes; False
-    cancels (exit 1, nothing changed)."""
+    cancels (exit 1, nothing changed). `plan_file`: run exactly that saved plan (its name, force
+    and scope), or refuse (exit 2) if anything it was computed from changed."""
+    stored = saved.load(plan_file) if plan_file is not None else None
+    if stored is not None:
+        name, force, scope = stored.release, stored.force, stored.scope
     check_release_name(name)  # before the journal is created: rejected input changes nothing
     project, g = load(project_dir)
     log = get_logger(release=name)
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
         live, _ = read_live(project, name, transports, parallelism)
-        p = make_plan(project, g, j, name, force, live)
+        p = make_plan(project, g, j, name, force, live, scope)
         latest = j.latest()
+        if stored is not None:
+            saved.check(stored, p, latest, plan_file)
         decision = decide_apply(latest, name, force_release=force_release)
         drifted = [s.drift for s in p.steps if s.drift and s.node not in force]
         if drifted:
@@ -154,7 +166,7 @@ def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, o
     # `downgrades`: the databases this release moves down, so that its revert takes them up first.
     if resume_of is None:
         return j.begin_release(p.release, p.previous, {"sources": journal_sources(project.sources),
-                                                       "downgrades": p.downgrades})
+                                                       "downgrades": p.downgrades, "scope": p.scope.to_json()})
     # Today's manifests join the first attempt's copy: revert must know the commands and
     # services this attempt runs (a deploy fixed between attempts, a service added).
     before = j.get(resume_of).manifests

@@ -14,6 +14,7 @@ from .journal import Journal
 from .lifecycle import ReleaseState, plan_notes, resumes
 from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec, load_project, read_sources
 from .migrations import MigrationRunner, resolve_url, risks
+from .scope import EXCLUDED, Scope, narrow
 from .secrets import MASK, has_masked_password, mask_url
 
 DEPLOY, MIGRATE, UNCHANGED = "deploy", "migrate", "unchanged"
@@ -63,14 +64,15 @@ class Plan:
     project: Project
     resume_of: int | None = None  # the release record an apply of this plan continues
     notes: list[str] = field(default_factory=list)
+    scope: Scope = field(default_factory=Scope)
 
     @property
     def downgrades(self) -> list[str]:
-        return [s.node for s in self.steps if s.direction == "down"]
+        return [s.node for s in self.steps if s.action == MIGRATE and s.direction == "down"]
 
     @property
     def changes(self) -> list[PlanStep]:
-        return [s for s in self.steps if s.action != UNCHANGED]
+        return [s for s in self.steps if s.action not in (UNCHANGED, EXCLUDED)]
 
     def step(self, node: str) -> PlanStep:
         return next(s for s in self.steps if s.node == node)
@@ -205,7 +207,8 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
 
 
 def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: str,
-              force: tuple[str, ...] = (), live: dict[str, dict[str, str | None]] | None = None) -> Plan:
+              force: tuple[str, ...] = (), live: dict[str, dict[str, str | None]] | None = None,
+              scope: Scope = Scope()) -> Plan:
     """`live`: what each probed service's hosts report (`probes.read_live`), over the journal."""
     check_release_name(name)
     unknown = [f for f in force if f not in project.nodes]
@@ -230,11 +233,30 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
                                         (live or {}).get(node) if spec.current else None))
         else:
             steps.append(_database_step(project, spec, expected.get(node)))
-    changing = {s.node for s in steps if s.action != UNCHANGED}
-    down = {s.node for s in steps if s.direction == "down"}
-    g = graphs.with_downgrades(g, down, changing)
-    return Plan(release=name, previous=previous, waves=graphs.waves(g), steps=steps, graph=g,
-                project=project, resume_of=resume_of, notes=plan_notes(latest, name))
+    steps = narrow(steps, scope, project, g, (UNCHANGED,))
+    plan = Plan(release=name, previous=previous, waves=[], steps=steps, graph=g, project=project,
+                resume_of=resume_of, notes=plan_notes(latest, name), scope=scope)
+    plan.graph = graphs.with_downgrades(g, set(plan.downgrades), {s.node for s in plan.changes})
+    plan.waves = graphs.waves(plan.graph)
+    return plan
+
+
+def _line(s: PlanStep) -> str:
+    if s.action == EXCLUDED:
+        where = f" on {', '.join(s.targets)}" if s.kind == "service" else ""
+        return f"    {s.node} -> {s.to or 'base'}{where} (excluded by the scope)"
+    if s.kind == "database":
+        if s.action == UNCHANGED:
+            return f"    {s.node} at {s.to or 'base'} (unchanged)"
+        if s.direction == "down":
+            return (f"  - {s.node} downgrade {s.from_ or 'base'} -> {s.to or 'base'}, undoing "
+                    f"{', '.join(s.revisions)} (after its dependents)")
+        return f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {', '.join(s.revisions)}"
+    if s.action == UNCHANGED:
+        return f"    {s.node} {s.to} on {', '.join(s.hosts)} (unchanged)"
+    sign = "+" if all(v is None for v in s.current.values()) else "~"
+    frm = s.from_ or ("mixed" if len(set(s.current.values())) > 1 else "none")
+    return f"  {sign} {s.node} {frm} -> {s.to} on {', '.join(s.targets)}"
 
 
 def render(plan: Plan) -> str:
@@ -243,33 +265,23 @@ def render(plan: Plan) -> str:
     first = " (no earlier release in this journal; versions as the hosts report them)" if running else " (first release)"
     lines = [f"release {plan.release}" + (f" (previous: {plan.previous})" if plan.previous else first)]
     lines += [f"note: {n}" for n in plan.notes]
-    by_node = {s.node: s for s in plan.steps}
+    by_node: dict[str, list[PlanStep]] = {}
+    for step in plan.steps:
+        by_node.setdefault(step.node, []).append(step)
     for i, wave in enumerate(plan.waves, 1):
         lines.append(f"wave {i}:")
-        for node in wave:
-            s = by_node[node]
-            if s.kind == "database":
-                if s.action == UNCHANGED:
-                    lines.append(f"    {s.node} at {s.to or 'base'} (unchanged)")
-                elif s.direction == "down":
-                    lines.append(f"  - {s.node} downgrade {s.from_ or 'base'} -> {s.to or 'base'}, undoing "
-                                 f"{', '.join(s.revisions)} (after its dependents)")
-                else:
-                    lines.append(f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {', '.join(s.revisions)}")
-            elif s.action == UNCHANGED:
-                lines.append(f"    {s.node} {s.to} on {', '.join(s.hosts)} (unchanged)")
-            else:
-                sign = "+" if all(v is None for v in s.current.values()) else "~"
-                frm = s.from_ or ("mixed" if len(set(s.current.values())) > 1 else "none")
-                lines.append(f"  {sign} {s.node} {frm} -> {s.to} on {', '.join(s.targets)}")
+        for s in (s for node in wave for s in by_node[node]):
+            lines.append(_line(s))
             lines += [f"      ! {w}" for w in s.warnings + [w for w in (s.drift, s.blocked) if w]]
     deploys = [s for s in plan.changes if s.kind == "service"]
     migrates = [s for s in plan.changes if s.kind == "database"]
-    unchanged = len(plan.steps) - len(plan.changes)
+    unchanged = sum(s.action == UNCHANGED for s in plan.steps)
+    excluded = sum(s.action == EXCLUDED for s in plan.steps)
+    left_out = f", {excluded} excluded" if excluded else ""
     if not plan.changes:
-        lines.append("No changes: everything is already at the release's versions.")
+        lines.append(f"No changes: everything in scope is already at the release's versions{left_out}.")
     else:
         hosts = sum(len(s.targets) for s in deploys)
         lines.append(f"Plan: {len(migrates)} to migrate, {len(deploys)} to deploy on {hosts} host(s), "
-                     f"{unchanged} unchanged.")
+                     f"{unchanged} unchanged{left_out}.")
     return "\n".join(lines)
