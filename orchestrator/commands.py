@@ -18,14 +18,14 @@ import networkx as nx
 
 from . import graph as graphs
 from . import runs, saved, settings
-from .errors import InputError, Interrupted, StepFailed
+from .errors import HostUnreachable, InputError, Interrupted, StepFailed
 from .journal import Journal, default_url
-from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
+from .lifecycle import ReleaseState, decide_apply, nothing_to_revert, resumes
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import resolve_url
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
-from .probes import read_live, read_state
+from .probes import ProbeFailed, read_live, read_state
 from .runs import RunResult
 from .scope import Scope
 from .secrets import mask_url
@@ -126,7 +126,7 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     project, g = load(project_dir)
     log = get_logger(release=name)
     with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
-        live, _ = read_live(project, name, transports, parallelism)
+        live = _read_live_or_refuse(j, project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
         latest = j.latest()
         if stored is not None:
@@ -160,6 +160,19 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
                                           str(logfile)))
         finally:
             close_run_log()
+
+
+def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: TransportFactory,
+                         parallelism: int) -> dict[str, dict[str, str | None]]:
+    """The hosts' versions; a host that cannot be asked refuses the apply before anything changed,
+    recorded as a failed release with no steps (which blocks no later release)."""
+    try:
+        return read_live(project, name, transports, parallelism)[0]
+    except ProbeFailed as exc:
+        if not resumes(j.latest(), name):
+            release_id = j.begin_release(name, j.last_applied_name(), {"sources": journal_sources(project.sources)})
+            j.set_state(release_id, ReleaseState.FAILED, message=str(exc))
+        raise HostUnreachable(exc.message, problems=exc.problems) from None
 
 
 def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, over_revert: bool) -> int:
