@@ -155,18 +155,17 @@ def nothing_to_revert(latest: Release | None) -> str | None:
     return None
 
 
+def _ending(ok: bool, stopped: bool, failed: bool) -> str:
+    """A run that did not succeed was interrupted when it stopped on the user's word with
+    nothing failed; otherwise it failed."""
+    return "ok" if ok else "interrupted" if stopped and not failed else "failed"
+
+
 def run_outcome(*, ok: bool, stopped: bool, failed: bool) -> ReleaseState:
-    """How an apply that ran ends: a stop on the user's word with nothing failed is an interrupt."""
-    if ok:
-        return ReleaseState.APPLIED
-    if stopped and not failed:
-        return ReleaseState.INTERRUPTED
-    return ReleaseState.FAILED
+    return {"ok": ReleaseState.APPLIED, "interrupted": ReleaseState.INTERRUPTED,
+            "failed": ReleaseState.FAILED}[_ending(ok, stopped, failed)]
 
 
 def revert_outcome(*, ok: bool, stopped: bool, failed: bool) -> RevertState:
-    if ok:
-        return RevertState.DONE
-    if stopped and not failed:
-        return RevertState.INTERRUPTED
-    return RevertState.FAILED
+    return {"ok": RevertState.DONE, "interrupted": RevertState.INTERRUPTED,
+            "failed": RevertState.FAILED}[_ending(ok, stopped, failed)]
