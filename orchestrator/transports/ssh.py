@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import secrets
 import shlex
 import time
@@ -39,13 +38,12 @@ import asyncssh
 from ..errors import HostUnreachable
 from ..logs import get_logger
 from .base import Command, CommandResult, Transport, tail
+from .ssh_remote import bad_env, kill_script, wrapper
 from .ssh_plugin import SSHSettings
 
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SESSIONS = 8
 SSHD_MAX_SESSIONS = 10  # the stock limit our channel count must stay under
 BUFFER_LIMIT = 64 * 1024  # per stream; the result keeps only tail() of it
-KILL_GRACE_STEPS = 10  # x 0.1 s between SIGTERM and SIGKILL
 KILL_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 3.0
 OPEN_RETRY_SECONDS = 5.0
@@ -95,39 +93,6 @@ def _reason(exc: BaseException) -> str:
 
 def _fingerprint(key: asyncssh.SSHKey) -> str:
     return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"
-
-
-def _kill_script(pgids: list[int]) -> str:
-    """TERM the process groups, give them a second, then KILL groups and sessions."""
-    groups = " ".join(str(int(p)) for p in pgids)
-    return (
-        f"g='{groups}'; "
-        'for p in $g; do kill -TERM -"$p" 2>/dev/null; done; '
-        f"i=0; while [ $i -lt {KILL_GRACE_STEPS} ]; do a=; "
-        'for p in $g; do kill -0 -"$p" 2>/dev/null && a=1; done; '
-        '[ -z "$a" ] && break; sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; '
-        'for p in $g; do kill -KILL -"$p" 2>/dev/null; '
-        # A child that made its own process group is still in the session.
-        'command -v pkill >/dev/null 2>&1 && pkill -KILL -s "$p" 2>/dev/null; done; '
-        "exit 0"
-    )
-
-
-# Runs beside the command and reads the channel's stdin, on which the transport writes a line
-# every keepalive_interval. When the channel or the connection went away (end of file), or when
-# nothing arrived for `silence` seconds (the controller lost its network: sshd may not notice for
-# minutes), TERM the command's process group (itself spared), KILL after a second, session too.
-# Without coreutils' `timeout` on the host, only the end of file counts. Until then a TERM (the
-# kill channel's) ends it with the rest of the group; the wrapper kills it as soon as the
-# command ended, so it never fires after that.
-def _watcher(silence: int) -> str:
-    return (
-        "{ if command -v timeout >/dev/null 2>&1; then "
-        f'while l=$(timeout {silence} head -n 1) && [ -n "$l" ]; do :; done; '
-        "else while read -r _; do :; done; fi; "
-        "trap '' TERM; kill -TERM -$$; sleep 1; "
-        'command -v pkill >/dev/null 2>&1 && pkill -KILL -s $$; kill -KILL -$$; }'
-    )
 
 
 async def _open(conn: asyncssh.SSHClientConnection, client: _Client | None, line: str):
@@ -356,37 +321,9 @@ class SSHTransport(Transport):
         except _LOST:
             pass  # the channel is gone; the watcher sees the end of file or the silence
 
-    def _wrapper(self, command: Command, marker: str) -> str:
-        exports = "".join(
-            f"export {k}={shlex.quote(str(v))}; " for k, v in command.env.items()
-        )
-        return (
-            f"printf '%s %s\\n' {marker} \"$$\"; "
-            "cd || exit 125; "
-            f"{exports}"
-            # The watcher is the background job, the command the foreground one: a
-            # non-interactive shell makes background jobs ignore INT and QUIT, which the
-            # command and what it starts must not inherit.
-            "exec 3<&0; "
-            f"{_watcher(self.silence)} <&3 >/dev/null 2>&1 & w=$!; "
-            "exec 3<&-; "
-            f"/bin/sh -c {shlex.quote(command.script)} </dev/null; s=$?; "
-            'kill -KILL "$w" 2>/dev/null; exit "$s"'
-        )
-
-    def _bad_env(self, command: Command) -> str | None:
-        for k, v in command.env.items():
-            if not ENV_NAME_RE.match(str(k)):
-                return f"invalid environment variable name {k!r}"
-            if "\0" in str(v):
-                return f"environment variable {k} contains a NUL byte"
-        if "\0" in command.script:
-            return "the command contains a NUL byte"
-        return None
-
     async def run(self, command: Command) -> CommandResult:
         start = time.monotonic()
-        problem = self._bad_env(command)
+        problem = bad_env(command)
         if problem:
             return CommandResult(None, error=f"host {self.name}: {problem}")
         generation = self._kill_generation
@@ -405,7 +342,7 @@ class SSHTransport(Transport):
     async def _run(self, conn, client: _Client, command: Command) -> CommandResult:
         start = time.monotonic()
         marker = f"__release_pid_{secrets.token_hex(8)}__"
-        line = "exec /bin/sh -c " + shlex.quote(self._wrapper(command, marker))
+        line = "exec /bin/sh -c " + shlex.quote(wrapper(command, marker, self.silence))
         try:
             process = await _open(conn, client, line)
         except _LOST as exc:
@@ -509,7 +446,7 @@ class SSHTransport(Transport):
         try:
             async with self._kill_slots:
                 async def kill() -> None:
-                    process = await _open(conn, self._client, _kill_script(pgids))
+                    process = await _open(conn, self._client, kill_script(pgids))
                     process.stdin.write_eof()
                     await process.wait()
 
