@@ -16,15 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InputError
 from .transports import registry
-from .yamlload import load_yaml
+from .yamlload import load_yaml, parse_manifest
 
+# Always used with fullmatch: with match, "$" also matches before a final newline ("v1\n").
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MANIFEST_DIR = "services.d"
 INVENTORY_FILE = "hosts.yaml"
 
 
 def check_name(value: str, what: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ValueError(f"{what} {value!r} does not match {NAME_RE.pattern}")
     return value
 
@@ -207,19 +208,9 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     broken: set[str] = set()  # nodes whose file has its own problems: not "unknown" elsewhere
     inventory_ok = True
     for path, text in sources.items():
-        try:
-            data = load_yaml(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "(file)"
-            problems.append(f"{path}: {where}: malformed YAML: {getattr(exc, 'problem', exc)}")
-            broken.add(Path(path).stem)
-            inventory_ok = inventory_ok and path != inv_path
-            continue
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            problems.append(f"{path}: (file): expected a mapping, got {type(data).__name__}")
+        data, found = parse_manifest(path, text)
+        if found:
+            problems.extend(found)
             broken.add(Path(path).stem)
             inventory_ok = inventory_ok and path != inv_path
             continue

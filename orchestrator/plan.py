@@ -81,7 +81,7 @@ class Plan:
 
 
 def check_release_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InputError(f"release name {name!r} does not match {NAME_RE.pattern}")
     return name
 
