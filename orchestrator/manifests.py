@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InputError
 from .transports import registry
-from .yamlload import load_yaml, parse_manifest
+from .yamlload import load_yaml, number_problems, parse_manifest, read_manifest_files
 
 # Always used with fullmatch: with match, "$" also matches before a final newline ("v1\n").
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -184,11 +184,17 @@ def _format_validation(path: str, exc: ValidationError, within: tuple[str, ...] 
 
 def read_sources(root: Path) -> dict[str, str]:
     """All manifest texts under services.d, keyed by their path relative to the project."""
+    sources, unreadable = _read_sources(root)
+    if unreadable:
+        raise InputError("invalid manifests", problems=list(unreadable.values()))
+    return sources
+
+
+def _read_sources(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     mdir = root / MANIFEST_DIR
     if not mdir.is_dir():
         raise InputError(f"{mdir}: no {MANIFEST_DIR}/ directory here (use -C to name the project)")
-    files = sorted(p for p in mdir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    return {f"{MANIFEST_DIR}/{p.name}": p.read_text() for p in files}
+    return read_manifest_files(mdir, MANIFEST_DIR)
 
 
 def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Project:
@@ -197,16 +203,18 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     Raises InputError listing every problem found, each prefixed by its file.
     """
     root = Path(root).resolve()
+    unreadable: dict[str, str] = {}
     if sources is None:
-        sources = read_sources(root)
-    problems: list[str] = []
+        sources, unreadable = _read_sources(root)
+    problems = list(unreadable.values())
     inventory = Inventory()
     nodes: dict[str, NodeSpec] = {}
     files: dict[str, str] = {}
     inv_path = f"{MANIFEST_DIR}/{INVENTORY_FILE}"
 
-    broken: set[str] = set()  # nodes whose file has its own problems: not "unknown" elsewhere
-    inventory_ok = True
+    # Nodes whose file has its own problems: not reported again as "unknown" elsewhere.
+    broken = {Path(p).stem for p in unreadable}
+    inventory_ok = inv_path not in unreadable
     for path, text in sources.items():
         data, found = parse_manifest(path, text)
         if found:
@@ -232,6 +240,10 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
         if data.get("kind") not in (None, "service", "database"):
             problems.append(f"{path}: kind: must be 'service' or 'database', not {data.get('kind')!r}")
             continue
+        numbers = number_problems(model, data)
+        if numbers:
+            problems.extend(f"{path}: {p}" for p in numbers)
+            continue
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
@@ -244,7 +256,7 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
         files[spec.name] = path
         broken.discard(spec.name)
 
-    if inv_path not in sources:
+    if inv_path not in sources and inv_path not in unreadable:
         problems.append(f"{inv_path}: (file): the inventory is missing")
         inventory_ok = False
     project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources))
@@ -267,20 +279,23 @@ def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[st
         if not isinstance(entry, dict):  # checked here, so that the other hosts are checked too
             problems.append(f"{path}: hosts.{name}: expected a mapping of settings, not {entry!r}")
             continue
+        settings = dict(entry)
+        # The inventory format's own default: a host with an address is reached over ssh.
+        transport = str(settings.pop("transport", None) or ("ssh" if "address" in settings else "local"))
         try:
-            hosts[name] = _host_spec(entry)
+            model = registry.plugin(transport).settings
         except registry.PluginError as exc:
             problems.append(f"{path}: hosts.{name}.transport: {exc}")
+            continue
+        numbers = number_problems(model, settings, ("hosts", name))
+        if numbers:
+            problems.extend(f"{path}: {p}" for p in numbers)
+            continue
+        try:
+            hosts[name] = HostSpec(transport, model.model_validate(settings))
         except ValidationError as exc:
             problems.extend(_format_validation(path, exc, ("hosts", name)))
     return (Inventory(), problems) if problems else (Inventory(hosts, raw.groups), [])
-
-
-def _host_spec(entry: dict[str, Any]) -> HostSpec:
-    settings = dict(entry)
-    # The inventory format's own default: a host with an address is reached over ssh.
-    transport = str(settings.pop("transport", None) or ("ssh" if "address" in settings else "local"))
-    return HostSpec(transport, registry.plugin(transport).settings.model_validate(settings))
 
 
 def _check_transports(hosts: dict[str, HostSpec]) -> list[str]:

@@ -106,11 +106,11 @@ FILES = {
     "directory": (lambda root: (root / "services.d/api.yaml").mkdir(),
                   ["services.d/api.yaml: (file): a directory, not a manifest"]),
     "duplicate key": (lambda root: write(root, {WEB: "hosts: [backend]\ndeploy: 'true'\ndeploy: 'rm -rf ~'\n"}),
-                      [f"{WEB}: line 3: duplicate key 'deploy'"]),
+                      [f"{WEB}: deploy: duplicate key on line 3 (first on line 2)"]),
     "duplicate nested key": (lambda root: write(root, {INV: "hosts:\n  app1: {transport: local}\n"
                                                             "  app1: {transport: ssh, address: 192.0.2.1}\n"
                                                             "groups:\n  backend: [app1]\n"}),
-                             [f"{INV}: line 3: duplicate key 'app1'"]),
+                             [f"{INV}: hosts.app1: duplicate key on line 3 (first on line 2)"]),
     "over 1 MB": (lambda root: write(root, {WEB: "hosts: [backend]\ndeploy: 'true'\n#" + "x" * (1 << 20) + "\n[\n"}),
                   [f"{WEB}: (file):", "larger than 1 MB"]),
 }
