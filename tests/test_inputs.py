@@ -175,6 +175,7 @@ def test_control_characters_in_command_output_are_escaped(small: Path, live_view
     for byte in ("\x1b", "\x07"):
         assert byte not in out and byte not in err, (out, err)
     assert "\\x1b[31mRED" in err  # still shown, as text
+    assert ("release v1: apply" in err) == live_view  # the view's table was drawn, or not
 
 
 def test_json_output_keeps_command_output_exactly(small: Path, capsys) -> None:
