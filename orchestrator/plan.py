@@ -140,7 +140,7 @@ def check_migrations(project: Project, *, run_code: bool = True) -> None:
             runner = runner_for(project, spec)
             if run_code:
                 runner.check_scripts(spec.target)
-            found = [] if run_code else static.check_scripts(name, runner.script_location, spec.target)
+            found = [] if run_code else static.script_problems(name, runner.script_location, spec.target)
         except ReleaseError as exc:
             found = [str(exc)]
         problems += [f"{project.files[name]}: migrations: {p}" for p in found]

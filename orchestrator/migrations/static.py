@@ -29,7 +29,7 @@ class Revision:
     file: str
 
 
-def check_scripts(name: str, location: Path, target: str = "head") -> list[str]:
+def script_problems(name: str, location: Path, target: str = "head") -> list[str]:
     """Every problem of the script directory for `target`, each "database NAME: migrations DIR: ..."."""
     loc = Path(location).absolute()
     where = f"database {name}: migrations {loc}"
@@ -67,15 +67,35 @@ def _read(path: Path) -> Revision:
         raise ValueError(f"line {exc.lineno}: {exc.msg}") from None
     except OSError as exc:
         raise ValueError(exc.strerror or str(exc)) from None
+    values = _assignments(tree)
+    legacy = _LEGACY_ID.fullmatch(path.name)
+    if "revision" not in values and not legacy:
+        raise ValueError("no `revision = '...'` at the top level")
+    if "down_revision" not in values:
+        raise ValueError("no `down_revision = ...` at the top level")
+    rev = _literal(values, "revision") if "revision" in values else legacy.group(1)  # type: ignore[union-attr]
+    if not isinstance(rev, str) or not rev:
+        raise ValueError(f"revision must be a non-empty string, not {rev!r}")
+    return Revision(rev, *(_names(_literal(values, f), f) for f in FIELDS[1:]), file=path.name)
+
+
+def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    """The value each of FIELDS is given by a plain top-level `NAME = ...` (the last one, as on
+    import). Set any other way (in an `if`, by unpacking, `+=`), it is refused: only running the
+    file would tell its value."""
     values: dict[str, ast.expr] = {}
     plain: set[int] = set()
     for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if (
-            isinstance(stmt, ast.AnnAssign) and stmt.value is not None) else []
-        for t in targets:
-            if isinstance(t, ast.Name) and t.id in FIELDS:
-                values[t.id] = stmt.value  # type: ignore[union-attr]  # the last one wins, as on import
-                plain.add(id(t))
+        if isinstance(stmt, ast.Assign):
+            pairs = [(t, stmt.value) for t in stmt.targets]
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            pairs = [(stmt.target, stmt.value)]
+        else:
+            continue
+        for target, value in pairs:
+            if isinstance(target, ast.Name) and target.id in FIELDS:
+                values[target.id] = value
+                plain.add(id(target))
     for stmt in tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
@@ -83,18 +103,10 @@ def _read(path: Path) -> Revision:
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in FIELDS and id(n) not in plain:
                 raise ValueError(f"line {n.lineno}: {n.id} is set in a way that only running the file shows; "
                                  f"write it as {n.id} = <literal> at the top level")
-    legacy = _LEGACY_ID.fullmatch(path.name)
-    if "revision" not in values and not legacy:
-        raise ValueError("no `revision = '...'` at the top level")
-    if "down_revision" not in values:
-        raise ValueError("no `down_revision = ...` at the top level")
-    rev = _literal(values, "revision", path.name) if "revision" in values else legacy.group(1)  # type: ignore[union-attr]
-    if not isinstance(rev, str) or not rev:
-        raise ValueError(f"revision must be a non-empty string, not {rev!r}")
-    return Revision(rev, *(_names(_literal(values, f, path.name), f) for f in FIELDS[1:]), file=path.name)
+    return values
 
 
-def _literal(values: dict[str, ast.expr], field: str, file: str) -> object:
+def _literal(values: dict[str, ast.expr], field: str) -> object:
     node = values.get(field)
     if node is None:
         return None
