@@ -15,6 +15,7 @@ from .logs import configure
 from .plan import Plan, render
 from .scope import Scope
 from .secrets import mask_text, mask_value
+from .terminal import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Release a system of services and databases in dependency order; revert it exactly.")
@@ -55,6 +56,16 @@ def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(mask_value(data), indent=2, default=str) + "\n")
 
 
+def _say(text: str) -> None:
+    """Human output on stdout: it carries versions that hosts reported, SQL and messages from
+    migration scripts, so control characters are shown escaped (line breaks stay)."""
+    sys.stdout.write(printable(text, lines=True) + "\n")
+
+
+def _error(text: str, prefix: str = "error") -> None:
+    sys.stderr.write(f"{prefix}: {printable(mask_text(text), lines=True)}\n")
+
+
 def _confirm(question: str) -> None:
     if opts.yes or opts.json or not sys.stdin.isatty():
         return
@@ -69,8 +80,9 @@ def _print_run(result: commands.RunResult) -> None:
     for s in result.steps:
         if s.outcome != "ok":
             where = f"{s.node}@{s.host}" if s.host else s.node
-            print(f"  {s.outcome:<8} {s.action:<9} {where}" + (f": {s.detail}" if s.detail else ""))
-    print(result.message)
+            # A detail carries a command's stderr: one line, whatever the command printed.
+            _say(f"  {s.outcome:<8} {s.action:<9} {where}" + (f": {printable(s.detail)}" if s.detail else ""))
+    _say(result.message)
 
 
 @app.command()
@@ -102,19 +114,19 @@ def plan(
                 _out(statements)
             else:
                 for db, text in statements.items():
-                    print(f"-- {db}\n{text}")
+                    _say(f"-- {db}\n{text}")
             return
         p = commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force),
                           scope=Scope(tuple(target), tuple(limit)), out=out)
     except ReleaseError as exc:
         if detailed_exitcode:  # Terraform's convention: 1 for any error, 2 means "changes"
-            sys.stderr.write(f"error: {exc}\n")
+            _error(str(exc))
             raise typer.Exit(1)
         raise
     if opts.json:
         _out(p.to_json())
     else:
-        print(render(p))
+        _say(render(p))
     if detailed_exitcode and p.changes:
         raise typer.Exit(2)
 
@@ -145,7 +157,7 @@ def _confirm_plan(p: Plan) -> bool:
     """On a terminal, show the plan that is about to run and ask (unless -y or --json)."""
     if opts.yes or opts.json or not sys.stdin.isatty():
         return True
-    print(render(p))
+    _say(render(p))
     return typer.confirm(f"Apply release {p.release}?", default=False)
 
 
@@ -170,21 +182,21 @@ def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' 
         _out(st)
         return
     for w in st.get("warnings", []):
-        sys.stderr.write(f"warning: {mask_text(w)}\n")
+        _error(w, "warning")
     revert = (f" (revert {st['revert_state']}: run `release revert` to finish it)"
               if st.get("revert_state") else "")
-    print(f"release: {st['release'] or '(none)'}  state: {st['state'] or '-'}{revert}")
+    _say(f"release: {st['release'] or '(none)'}  state: {st['state'] or '-'}{revert}")
     names = [*st["services"], *st["databases"], *st.get("live", {})]
     width = max([16, *map(len, names)]) + 1
     for svc, hosts in sorted(st["services"].items()):
-        print(f"  {svc:<{width}}" + ", ".join(f"{h}={v}" for h, v in sorted(hosts.items())))
+        _say(f"  {svc:<{width}}" + ", ".join(f"{h}={v}" for h, v in sorted(hosts.items())))
     for db, rev in sorted(st["databases"].items()):
         now = st.get("live_databases", {}).get(db, rev)
         extra = f" (live: {now or 'unreachable or empty'})" if live and now != rev else ""
-        print(f"  {db:<{width}}revision {rev or '(empty)'}{extra}")
+        _say(f"  {db:<{width}}revision {rev or '(empty)'}{extra}")
     for d in st.get("drift", []):
-        print(f"  drift: {d['node']}@{d['host']}: journal says {d['journal'] or 'nothing'}, "
-              f"the host reports {d['live'] or 'nothing'}")
+        _say(f"  drift: {d['node']}@{d['host']}: journal says {d['journal'] or 'nothing'}, "
+             f"the host reports {d['live'] or 'nothing'}")
 
 
 @app.command()
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReleaseError as exc:
         if opts.json and getattr(exc, "result", None) is not None:
             _out(exc.result.to_json())  # type: ignore[union-attr]
-        sys.stderr.write(f"error: {mask_text(str(exc))}\n")
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -277,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             # Terraform's convention: with --detailed-exitcode, 2 means "changes", any error is 1.
             return 1 if "--detailed-exitcode" in args else int(exc.exit_code)
         if isinstance(exc, OSError):
-            sys.stderr.write(f"error: {mask_text(str(exc))}\n")
+            _error(str(exc))
             return 1
         # A bug: say so in one line; the traceback is in the run's log file when one was open.
-        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {mask_text(str(exc))}\n")
+        _error(f"internal error: {type(exc).__name__}: {exc}")
         return 1
 
 

@@ -58,7 +58,12 @@ def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
 
 
 def validate(project_dir: Path | str) -> Project:
-    return load(project_dir)[0]
+    """`load`, but the migration scripts are read, never imported: validating a pull request
+    runs none of its code (`plan` and `apply` import them, and so find what only running shows)."""
+    project = load_project(project_dir)
+    graphs.build_graph(project)
+    check_migrations(project, run_code=False)
+    return project
 
 
 def graph(project_dir: Path | str, fmt: str = "text") -> str | bytes:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import structlog
 
 from .secrets import mask_value
+from .terminal import printable
 
 _state: dict[str, Any] = {"file": None, "console_level": 20, "format": "console", "view": None}
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -36,7 +37,8 @@ def _console_line(event: dict[str, Any]) -> str:
         f"{k}={v}" for k, v in event.items()
         if k not in ("ts", "level", "event", "release", "node", "host") and v not in (None, "")
     )
-    return f"{ts} {event['level']:<7} {event['event']:<18} {where:<24} {extras}".rstrip()
+    # One event, one line: a field's own newlines and escape sequences are shown escaped.
+    return printable(f"{ts} {event['level']:<7} {event['event']:<18} {where:<24} {extras}".rstrip())
 
 
 def _sink(_logger: Any, _method: str, event: dict[str, Any]) -> Any:

@@ -18,14 +18,16 @@ from .errors import InputError
 from .settings import SETTINGS_FILE, Settings
 from .settings import parse as parse_settings
 from .transports import registry
+from .yamlload import load_yaml, number_problems, parse_manifest, read_manifest_files
 
+# Always used with fullmatch: with match, "$" also matches before a final newline ("v1\n").
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MANIFEST_DIR = "services.d"
 INVENTORY_FILE = "hosts.yaml"
 
 
 def check_name(value: str, what: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ValueError(f"{what} {value!r} does not match {NAME_RE.pattern}")
     return value
 
@@ -185,11 +187,17 @@ def format_validation(path: str, exc: ValidationError, within: tuple[str, ...] =
 
 def read_sources(root: Path) -> dict[str, str]:
     """All manifest texts under services.d, keyed by their path relative to the project."""
+    sources, unreadable = _read_sources(root)
+    if unreadable:
+        raise InputError("invalid manifests", problems=list(unreadable.values()))
+    return sources
+
+
+def _read_sources(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     mdir = root / MANIFEST_DIR
     if not mdir.is_dir():
         raise InputError(f"{mdir}: no {MANIFEST_DIR}/ directory here (use -C to name the project)")
-    files = sorted(p for p in mdir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    return {f"{MANIFEST_DIR}/{p.name}": p.read_text() for p in files}
+    return read_manifest_files(mdir, MANIFEST_DIR)
 
 
 def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Project:
@@ -198,16 +206,18 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
     Raises InputError listing every problem found, each prefixed by its file.
     """
     root = Path(root).resolve()
+    unreadable: dict[str, str] = {}
     if sources is None:
-        sources = read_sources(root)
-    problems: list[str] = []
+        sources, unreadable = _read_sources(root)
+    problems = list(unreadable.values())
     inventory = Inventory()
     nodes: dict[str, NodeSpec] = {}
     files: dict[str, str] = {}
     inv_path = f"{MANIFEST_DIR}/{INVENTORY_FILE}"
 
-    broken: set[str] = set()  # nodes whose file has its own problems: not "unknown" elsewhere
-    inventory_ok = True
+    # Nodes whose file has its own problems: not reported again as "unknown" elsewhere.
+    broken = {Path(p).stem for p in unreadable}
+    inventory_ok = inv_path not in unreadable
     settings = Settings()
     for path, text in sources.items():
         if path == SETTINGS_FILE:  # reserved: the project's settings, not a node
@@ -216,19 +226,9 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
             except InputError as exc:
                 problems.extend(exc.problems)
             continue
-        try:
-            data = load_yaml(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "(file)"
-            problems.append(f"{path}: {where}: malformed YAML: {getattr(exc, 'problem', exc)}")
-            broken.add(Path(path).stem)
-            inventory_ok = inventory_ok and path != inv_path
-            continue
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            problems.append(f"{path}: (file): expected a mapping, got {type(data).__name__}")
+        data, found = parse_manifest(path, text)
+        if found:
+            problems.extend(found)
             broken.add(Path(path).stem)
             inventory_ok = inventory_ok and path != inv_path
             continue
@@ -250,6 +250,10 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
         if data.get("kind") not in (None, "service", "database"):
             problems.append(f"{path}: kind: must be 'service' or 'database', not {data.get('kind')!r}")
             continue
+        numbers = number_problems(model, data)
+        if numbers:
+            problems.extend(f"{path}: {p}" for p in numbers)
+            continue
         try:
             spec = model.model_validate(data)
         except ValidationError as exc:
@@ -262,7 +266,7 @@ def load_project(root: Path | str, sources: dict[str, str] | None = None) -> Pro
         files[spec.name] = path
         broken.discard(spec.name)
 
-    if inv_path not in sources:
+    if inv_path not in sources and inv_path not in unreadable:
         problems.append(f"{inv_path}: (file): the inventory is missing")
         inventory_ok = False
     project = Project(root=root, inventory=inventory, nodes=nodes, files=files, sources=dict(sources),
@@ -286,20 +290,23 @@ def _load_inventory(path: str, data: dict[str, Any]) -> tuple[Inventory, list[st
         if not isinstance(entry, dict):  # checked here, so that the other hosts are checked too
             problems.append(f"{path}: hosts.{name}: expected a mapping of settings, not {entry!r}")
             continue
+        settings = dict(entry)
+        # The inventory format's own default: a host with an address is reached over ssh.
+        transport = str(settings.pop("transport", None) or ("ssh" if "address" in settings else "local"))
         try:
-            hosts[name] = _host_spec(entry)
+            model = registry.plugin(transport).settings
         except registry.PluginError as exc:
             problems.append(f"{path}: hosts.{name}.transport: {exc}")
+            continue
+        numbers = number_problems(model, settings, ("hosts", name))
+        if numbers:
+            problems.extend(f"{path}: {p}" for p in numbers)
+            continue
+        try:
+            hosts[name] = HostSpec(transport, model.model_validate(settings))
         except ValidationError as exc:
             problems.extend(format_validation(path, exc, ("hosts", name)))
     return (Inventory(), problems) if problems else (Inventory(hosts, raw.groups), [])
-
-
-def _host_spec(entry: dict[str, Any]) -> HostSpec:
-    settings = dict(entry)
-    # The inventory format's own default: a host with an address is reached over ssh.
-    transport = str(settings.pop("transport", None) or ("ssh" if "address" in settings else "local"))
-    return HostSpec(transport, registry.plugin(transport).settings.model_validate(settings))
 
 
 def _check_transports(hosts: dict[str, HostSpec]) -> list[str]:
@@ -345,28 +352,6 @@ def _check_references(project: Project, inv_path: str, broken: set[str], invento
                 if dep in project.services:
                     problems.append(f"{path}: depends_on: a database cannot depend on service {dep!r}")
     return problems
-
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML with plain decimal numbers only (as YAML 1.2's core schema): 010, 0x1F, 1_000 or
-    1:30 stay strings exactly as written instead of becoming 8, 31, 1000 or 90."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
-                              list("-+0123456789"))
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds no arbitrary objects
 
 
 def _node_name(path: str, text: str) -> str | None:

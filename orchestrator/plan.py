@@ -13,7 +13,7 @@ from .errors import InputError, ReleaseError
 from .journal import Journal
 from .lifecycle import ReleaseState, plan_notes, resumes
 from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec, load_project, read_sources
-from .migrations import MigrationRunner, resolve_url, risks
+from .migrations import MigrationRunner, resolve_url, risks, static
 from .scope import EXCLUDED, Scope, narrow
 from .secrets import MASK, has_masked_password, mask_url
 
@@ -83,7 +83,7 @@ class Plan:
 
 
 def check_release_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InputError(f"release name {name!r} does not match {NAME_RE.pattern}")
     return name
 
@@ -131,15 +131,21 @@ def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | Non
     return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations), spec.timeout)
 
 
-def check_migrations(project: Project) -> None:
-    """Every database's script directory and target revision, all problems at once."""
+def check_migrations(project: Project, *, run_code: bool = True) -> None:
+    """Every database's script directory and target revision, all problems at once.
+
+    With `run_code` False the revision files are parsed, never imported: their top-level code
+    does not run (`validate`, which may be given an untrusted pull request)."""
     problems = []
     for name, spec in project.databases.items():
         try:
             runner = runner_for(project, spec)
-            runner.check_scripts(spec.target)
+            if run_code:
+                runner.check_scripts(spec.target)
+            found = [] if run_code else static.script_problems(name, runner.script_location, spec.target)
         except ReleaseError as exc:
-            problems.append(f"{project.files[name]}: migrations: {exc}")
+            found = [str(exc)]
+        problems += [f"{project.files[name]}: migrations: {p}" for p in found]
     if problems:
         raise InputError("invalid migrations", problems=problems)
 

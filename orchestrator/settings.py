@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError
@@ -53,16 +52,12 @@ class Settings(_Strict):
 
 
 def parse(text: str, path: str = SETTINGS_FILE) -> Settings:
-    from .manifests import format_validation, load_yaml
+    from .manifests import format_validation
+    from .yamlload import parse_manifest
 
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise InputError("invalid manifests", problems=[f"{path}: malformed YAML: {exc}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InputError("invalid manifests", problems=[f"{path}: (file): expected a mapping"])
+    data, problems = parse_manifest(path, text)
+    if problems:
+        raise InputError("invalid manifests", problems=problems)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

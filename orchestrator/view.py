@@ -12,7 +12,10 @@ from typing import Any
 import networkx as nx
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+
+from .terminal import printable
 
 STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "bold red", "skipped": "magenta",
          "nothing to do": "dim"}
@@ -71,13 +74,13 @@ class LiveView:
         for node in reversed(order) if self.reverse else order:
             st = self.state[node]
             waits = [d for d in self.deps(node) if self.state[d] not in ("done", "nothing to do")]
-            hosts = " ".join(f"[{STYLE[s]}]{h}[/]" for h, s in self.hosts[node].items())
+            hosts = " ".join(f"[{STYLE[s]}]{_cell(h)}[/]" for h, s in self.hosts[node].items())
             note = ", ".join(waits) if st == "waiting" else self.notes.get(node, "")
-            table.add_row(node, f"[{STYLE[st]}]{st}[/]", hosts, note)
+            table.add_row(_cell(node), f"[{STYLE[st]}]{st}[/]", hosts, _cell(note))
         return table
 
     def print(self, text: str) -> None:
-        self.live.console.print(text, markup=False, highlight=False)
+        self.live.console.print(printable(text), markup=False, highlight=False)
 
     def __enter__(self) -> "LiveView":
         self.live.start()
@@ -86,3 +89,9 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self.live.update(self.render())
         self.live.stop()
+
+
+def _cell(text: str) -> str:
+    """A revision id or a note as table text: Rich passes escape sequences through, and reads
+    "[...]" as markup."""
+    return escape(printable(text))
