@@ -3,6 +3,7 @@ soak timed by the hosts' own clocks."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def test_drift_on_a_host_is_seen_and_revert_restores_it(demo: Demo) -> None:
     (home / "releases" / "v0.9" / "VERSION").write_text("v0.9\n")
     (home / "current").unlink()
     (home / "current").symlink_to("releases/v0.9")
+    owner = home.stat()
+    for p in (home / "releases" / "v0.9", home / "releases" / "v0.9" / "VERSION", home / "current"):
+        os.chown(p, owner.st_uid, owner.st_gid, follow_symlinks=False)  # as if the deploy user did it
     st = demo.cli_json("status", "--live")
     assert {"node": "orders", "host": host, "journal": "v1", "live": "v0.9"} in st["drift"]
     step = next(s for s in demo.cli_json("plan", "v2")["steps"] if s["node"] == "orders")
