@@ -183,3 +183,15 @@ def test_plan_creates_nothing_on_hosts_that_were_never_set_up(tmp_path: Path) ->
     assert next(s for s in plan["steps"] if s["node"] == "api")["current"] == {"h1": None, "h2": None}
     assert not (root / ".release").exists()
     shutil.rmtree(root / "services.d")
+
+
+def test_a_host_that_cannot_be_probed_fails_the_plan_naming_it(tmp_path: Path) -> None:
+    root = shop(tmp_path, extra="timeout: 1\n")
+    orchestrator.apply(root, "v1")
+    api = (root / "services.d/api.yaml").read_text()
+    write(root, {"services.d/api.yaml": api.replace("current: ", "current: test $RELEASE_HOST != h2 || sleep 5; ")})
+    with pytest.raises(orchestrator.ReleaseError) as err:
+        orchestrator.plan(root, "v2")
+    assert err.value.exit_code == 1
+    assert "api@h2: cannot read the running version: timed out" in str(err.value)
+    assert "api@h1" not in str(err.value)
