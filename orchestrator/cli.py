@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,6 +61,39 @@ def _confirm(question: str) -> None:
         return
     if not typer.confirm(question, default=False):
         raise typer.Exit(1)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _printable(text: object) -> str:
+    """Text from the journal (a command's stderr, a message) as one terminal line: control
+    characters written as escapes, so that escape sequences cannot take over the terminal."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or f"\\x{ord(m[0]):02x}", mask_text(str(text)))
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows as left-aligned columns (the first row is the header), each cell made printable."""
+    cells = [[_printable(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def _local(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A journal time (ISO 8601, UTC) in this machine's time zone."""
+    if iso is None:
+        return "-"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(fmt)
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _print_run(result: commands.RunResult) -> None:
@@ -178,20 +213,60 @@ def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' 
 
 
 @app.command()
-def history(limit: int = typer.Option(50, "--limit", min=1)) -> None:
+def history(limit: int = typer.Option(50, "--limit", min=1, metavar="N", help="At most N releases.")) -> None:
     """Releases, newest first, with state and times."""
     rows = commands.history(opts.project_dir, journal=opts.journal, limit=limit)
     if opts.json:
         _out(rows)
         return
-    import time as _t
-
-    for r in rows:
-        started = _t.strftime("%Y-%m-%d %H:%M:%S", _t.localtime(r["started_at"]))
-        extra = f" (revert {r['revert_state']})" if r["revert_state"] and r["state"] != "reverted" else ""
-        print(f"{r['release']:<12} {r['state']:<12} {started}{extra}")
     if not rows:
         print("no releases yet")
+        return
+    table = [["RELEASE", "STATE", "STARTED", "DURATION", "RUN BY", "COMMIT"]]
+    for r in rows:
+        revert = f" (revert {r['revert_state']})" if r["revert_state"] and r["state"] != "reverted" else ""
+        commit = (r["commit"] or "-")[:12] + (" (dirty)" if r["dirty"] else "")
+        table.append([r["release"], r["state"] + revert, _local(r["started_at"]), _took(r["duration"]),
+                      r["run_by"] or "-", commit])
+    print("\n".join(_table(table)))
+
+
+@app.command()
+def show(name: Optional[str] = typer.Argument(None, help="A release name (default: the latest release).")) -> None:
+    """One release from the journal: who ran it, when, and every step with its outcome."""
+    rec = commands.show(opts.project_dir, name, journal=opts.journal)
+    if opts.json:
+        _out(rec)
+        return
+    revert = f"; revert {rec['revert_state']}" if rec["revert_state"] and rec["state"] != "reverted" else ""
+    commit = f" at commit {rec['commit']}" + (" (dirty)" if rec["dirty"] else "") if rec["commit"] else ""
+    lines = [f"release {rec['release']}: {rec['state']}{revert}",
+             f"run by {rec['run_by'] or 'unknown'}{commit}",
+             f"started {_local(rec['started_at'])}, finished {_local(rec['finished_at'])} "
+             f"({_took(rec['duration'])})"
+             + (f", reverted {_local(rec['reverted_at'])}" if rec["reverted_at"] else "")]
+    if rec["previous"]:
+        lines.append(f"previous release: {rec['previous']}")
+    if rec["message"]:
+        lines.append(f"message: {rec['message']}")
+    lines += [f"note: {e['event']}: {e['detail']}" for e in rec["events"]]
+    print("\n".join(_printable(line) for line in lines))
+    if not rec["steps"]:
+        print("no steps")
+        return
+    table = [["PHASE", "NODE", "WHERE", "ACTION", "OUTCOME", "EXIT", "DURATION"]]
+    tails: dict[int, list[str]] = {}
+    for s in rec["steps"]:
+        code = "-" if s["exit_code"] is None else str(s["exit_code"])
+        table.append([s["phase"], s["node"], s["host"] or s["revision"] or "-", s["action"], s["outcome"], code,
+                      _took(s["duration"])])
+        tail = (s["stderr"] or "").strip().splitlines()[-5:]
+        if tail:
+            tails[len(table) - 1] = tail
+    for i, line in enumerate(_table(table)):
+        print(line)
+        for t in tails.get(i, []):
+            print(f"    stderr: {_printable(t)}")
 
 
 @app.command()

@@ -1,0 +1,150 @@
+"""What an operator reads during an incident: `show`, `history`, `revert --dry-run`, and the CLI's
+own surface (`--version`, JSON errors, `schema`), on the embedded demo with `local` hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import copy_demo, fail_orders_on, write
+from orchestrator import commands
+from orchestrator.cli import main
+from orchestrator.errors import StepFailed
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path / "repo")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`release ARGS` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+    rc, out, err = run(capsys, *args, "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def break_orders_on_app2(root: Path) -> None:
+    """v2.4's orders deploy fails on app2 (exit 3) after printing an escape sequence to stderr."""
+    fail_orders_on(root, "app2", "v2.4")
+    path = root / "services.d" / "orders.yaml"
+    path.write_text(path.read_text().replace('echo "orders broke on app2" >&2',
+                                             r'printf "warming up\n\033[31morders broke on app2\n" >&2'))
+
+
+# -- show --------------------------------------------------------------------------------------
+
+
+def test_show_latest_and_named_release(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    commands.apply(demo, "v2.3")
+    break_orders_on_app2(demo)
+    with pytest.raises(StepFailed):
+        commands.apply(demo, "v2.4")
+
+    latest = run_json(capsys, "show", "-C", str(demo))
+    assert latest["release"] == "v2.4" and latest["state"] == "failed" and latest["previous"] == "v2.3"
+    assert "@" in latest["run_by"] and ISO.match(latest["started_at"]) and ISO.match(latest["finished_at"])
+    steps = {(s["phase"], s["node"], s["host"]): s for s in latest["steps"]}
+    failed = steps[("apply", "orders", "app2")]
+    assert (failed["action"], failed["outcome"], failed["exit_code"]) == ("deploy", "failed", 3)
+    assert failed["stderr"].strip().endswith("\x1b[31morders broke on app2")  # JSON keeps it exactly
+    assert failed["from"] == "v2.3" and failed["to"] == "v2.4" and failed["duration"] >= 0
+    ok = steps[("apply", "orders", "app1")]
+    assert (ok["outcome"], ok["exit_code"]) == ("ok", 0)
+
+    named = run_json(capsys, "show", "v2.3", "-C", str(demo))
+    assert named["release"] == "v2.3" and named["state"] == "applied"
+    migrations = [s["revision"] for s in named["steps"] if s["node"] == "orders-db"]
+    assert migrations == ["o1_orders", "o2_items", "o3_status"]
+    assert all(s["outcome"] == "ok" and s["exit_code"] == 0 for s in named["steps"] if s["kind"] == "service")
+    assert {s["host"] for s in named["steps"] if s["node"] == "orders"} == {"app1", "app2"}
+
+    rc, out, _ = run(capsys, "show", "-C", str(demo))
+    assert rc == 0
+    assert "release v2.4: failed" in out and "previous release: v2.3" in out
+    row = next(line for line in out.splitlines() if re.match(r"apply\s+orders\s+app2\s", line))
+    assert row.split()[3:6] == ["deploy", "failed", "3"]
+    # The stderr tail, with the escape sequence shown, not sent to the terminal.
+    assert "stderr: warming up" in out and "stderr: \\x1b[31morders broke on app2" in out
+    assert "\x1b" not in out
+
+
+def test_show_an_unknown_release_is_invalid_input(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "show", "-C", str(demo))
+    assert rc == 2 and "no release" in err
+    commands.apply(demo, "v2.3")
+    rc, _, err = run(capsys, "show", "v9.9", "-C", str(demo))
+    assert rc == 2 and "unknown release 'v9.9'" in err
+
+
+def test_show_after_a_revert(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    commands.apply(demo, "v2.3")
+    commands.apply(demo, "v2.4")
+    commands.revert(demo)
+    rec = run_json(capsys, "show", "-C", str(demo))
+    assert rec["state"] == "reverted" and ISO.match(rec["reverted_at"])
+    assert rec["finished_at"] <= rec["reverted_at"]
+    reverts = [s for s in rec["steps"] if s["phase"] == "revert" and s["node"] == "web"]
+    assert [(s["host"], s["action"], s["outcome"], s["from"], s["to"]) for s in reverts] == [
+        ("edge1", "revert", "ok", "v2.4", "v2.3")]
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def git(root: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_history_records_who_ran_it_from_which_commit(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(demo, "init", "-q")
+    git(demo, "add", "-A")
+    git(demo, "commit", "-q", "-m", "the demo")
+    head = git(demo, "rev-parse", "HEAD")
+    commands.apply(demo, "v2.3")
+    # An uncommitted change to a manifest: the next release says its checkout was dirty.
+    write(demo, {"services.d/web.yaml": (demo / "services.d/web.yaml").read_text() + "# changed\n"})
+    commands.apply(demo, "v2.4")
+
+    rows = run_json(capsys, "history", "-C", str(demo))
+    assert [r["release"] for r in rows] == ["v2.4", "v2.3"]
+    for r in rows:
+        assert r["commit"] == head and r["state"] == "applied"
+        assert ISO.match(r["started_at"]) and ISO.match(r["finished_at"]) and r["started_at"] <= r["finished_at"]
+        assert isinstance(r["duration"], float) and r["duration"] >= 0
+        assert re.fullmatch(r".+@.+", r["run_by"])
+    assert [r["dirty"] for r in rows] == [True, False]
+
+    rc, out, _ = run(capsys, "history", "-C", str(demo))
+    header, *lines = out.splitlines()
+    assert rc == 0 and header.split() == ["RELEASE", "STATE", "STARTED", "DURATION", "RUN", "BY", "COMMIT"]
+    assert lines[0].startswith("v2.4") and f"{head[:12]} (dirty)" in lines[0]
+    assert lines[1].startswith("v2.3") and lines[1].endswith(head[:12])
+
+
+def test_history_outside_git_has_no_commit(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "history", "-C", str(demo))[1] == "no releases yet\n"
+    commands.apply(demo, "v2.3")
+    (row,) = run_json(capsys, "history", "-C", str(demo))
+    assert row["commit"] is None and row["dirty"] is None and row["release"] == "v2.3"
