@@ -56,11 +56,9 @@ def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(mask_value(data), indent=2, default=str) + "\n")
 
 
-def _confirm(question: str) -> None:
-    if opts.yes or opts.json or not sys.stdin.isatty():
-        return
-    if not typer.confirm(question, default=False):
-        raise typer.Exit(1)
+def _interactive() -> bool:
+    """Whether to ask before changing anything: on a terminal, without -y or --json."""
+    return not (opts.yes or opts.json or not sys.stdin.isatty())
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -179,12 +177,50 @@ def revert(
     parallelism: int = typer.Option(16, "--parallelism", min=1, help="Commands running at once."),
     force: bool = typer.Option(False, "--force", help="Skip schema downgrades that cannot run."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what it would undo, in which order; change nothing."),
 ) -> None:
     """Undo the latest release from the journal, dependents first."""
-    _confirm("Revert the latest release?")
+    if _revert_preview(dry_run):
+        return
     result = commands.revert(opts.project_dir, journal=opts.journal, parallelism=parallelism, force=force,
                              lock_wait=lock_wait)
     _print_run(result)
+
+
+def _revert_preview(dry_run: bool) -> bool:
+    """--dry-run prints the revert plan (True: nothing more to do). On a terminal the plan is
+    shown and the release it undoes named before the question; declined: exit 1."""
+    if not dry_run and not _interactive():
+        return False
+    rp = commands.revert_plan(opts.project_dir, journal=opts.journal)
+    if dry_run and opts.json:
+        _out(rp)
+        return True
+    if rp.get("nothing_to_revert"):
+        print(_printable(rp["nothing_to_revert"]))
+        return True
+    print(f"revert of release {rp['release']} ({rp['state']}, started {_local(rp['started_at'])}), "
+          "dependents first:")
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for step in rp["steps"]:
+        by_node.setdefault(step["node"], []).append(step)
+    for i, wave in enumerate(rp["waves"], 1):
+        print(f"wave {i}:")
+        for node in wave:
+            for s in by_node[node]:
+                if s["kind"] == "database":
+                    line = f"  {node}: downgrade {s['from'] or 'base'} -> {s['restore'] or 'base'}"
+                else:
+                    back = s["restore"] or "nothing (the release put the first version there)"
+                    line = f"  {node} on {s['host']}: {s['remove'] or '-'} -> {back}"
+                print(_printable(line))
+    if dry_run:
+        print("Dry run: nothing was changed.")
+        return True
+    when = _local(rp["started_at"], "%Y-%m-%d %H:%M")
+    if not typer.confirm(f"Revert release {rp['release']} ({rp['state']} {when})?", default=False):
+        raise typer.Exit(1)
+    return False
 
 
 @app.command()

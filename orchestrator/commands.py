@@ -28,7 +28,8 @@ from .lifecycle import Outcome, Phase, Release, ReleaseState, RevertState, decid
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import resolve_url
-from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
+from .plan import (MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project,
+                   make_plan, runner_for)
 from .probes import read_live, read_state
 from .runs import RunResult
 from .secrets import mask_url
@@ -352,6 +353,51 @@ def _step(s: Step, release: Release) -> dict[str, Any]:
             "duration": round(s.ended_at - s.started_at, 3) if s.ended_at is not None else None,
             "started_at": iso(s.started_at), "from": s.before, "to": s.after, "detail": s.detail,
             "stderr": s.stderr or "", "stdout": s.stdout or ""}
+
+
+def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[str, Any]:
+    """What `revert` would do now, computed as it computes it (the journal's steps through
+    `runs.changes_to_revert`, the journaled manifests' graph reversed), touching nothing: no lock,
+    no journal write, no host, no database. Raises what `revert` would raise before it starts."""
+    root = Path(project_dir).resolve()
+    url = journal_url(root, journal)
+    empty = InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
+    j = Journal.open(url, create=False)
+    if j is None:
+        raise empty
+    try:
+        release = j.latest()
+        if release is None:
+            raise empty
+        out = {"release": release.name, "state": release.state, "revert_state": release.revert_state,
+               "started_at": iso(release.started_at), "waves": [], "steps": []}
+        done = nothing_to_revert(release)
+        if done:
+            return {**out, "nothing_to_revert": done}
+        project = journaled_project(root, release.manifests.get("sources"))
+        services, databases = runs.changes_to_revert(j.steps(release.id, Phase.APPLY),
+                                                     j.steps(release.id, Phase.REVERT))
+        missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
+        if missing:
+            raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
+                             f"{', '.join(missing)}, which the release changed; revert cannot know how to undo it")
+        changing = {*services, *databases}
+        g = graphs.with_downgrades(graphs.build_graph(project), set(release.manifests.get("downgrades") or []),
+                                   changing)
+        # The walk passes through nodes with nothing to undo: order only those that have something.
+        closure = nx.transitive_closure_dag(g.reverse(copy=True))
+        out["waves"] = graphs.waves(closure.subgraph(changing))
+        revisions = j.recorded_revisions()
+        for node in (n for wave in out["waves"] for n in wave):
+            if node in services:
+                out["steps"] += [{"node": node, "kind": "service", "host": c.host, "restore": c.restore,
+                                  "remove": c.remove} for c in services[node]]
+            else:
+                out["steps"].append({"node": node, "kind": "database", "from": revisions.get(node, (None,))[0],
+                                     "restore": databases[node]})
+        return out
+    finally:
+        j.close()
 
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:

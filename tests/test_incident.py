@@ -9,14 +9,17 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from helpers import copy_demo, fail_orders_on, write
+from helpers import add_notes_revision, copy_demo, fail_orders_on, write
 from orchestrator import commands
 from orchestrator.cli import main
 from orchestrator.errors import StepFailed
+from orchestrator.graph import build_graph
+from orchestrator.manifests import load_project
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 REPO = Path(__file__).resolve().parent.parent
@@ -148,3 +151,82 @@ def test_history_outside_git_has_no_commit(demo: Path, capsys: pytest.CaptureFix
     commands.apply(demo, "v2.3")
     (row,) = run_json(capsys, "history", "-C", str(demo))
     assert row["commit"] is None and row["dirty"] is None and row["release"] == "v2.3"
+
+
+# -- revert --dry-run and the revert prompt ------------------------------------------------------
+
+SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
+            "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Everything under .release (journal, host directories, databases, logs), byte for byte."""
+    out: dict[str, object] = {}
+    for p in sorted((root / ".release").rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[rel] = p.read_bytes()
+    return out
+
+
+def test_revert_dry_run_prints_the_plan_and_changes_nothing(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "revert", "--dry-run", "-C", str(demo))
+    assert rc == 2 and "nothing to revert" in err and not (demo / ".release").exists()
+    commands.apply(demo, "v2.3")
+    add_notes_revision(demo)
+    commands.apply(demo, "v2.4")
+    before = snapshot(demo)
+
+    plan = run_json(capsys, "revert", "--dry-run", "-C", str(demo))
+    rc, out, _ = run(capsys, "revert", "--dry-run", "-C", str(demo))
+    assert rc == 0
+    assert snapshot(demo) == before  # no lock, no journal write, no host, no database touched
+
+    assert plan["release"] == "v2.4" and plan["state"] == "applied"
+    # Dependents first: every node is undone in a wave before the nodes it depends on.
+    wave = {node: i for i, nodes in enumerate(plan["waves"]) for node in nodes}
+    assert set(wave) == {*SERVICES, "orders-db"}  # accounts-db did not change in v2.4
+    for dependency, dependent in build_graph(load_project(demo)).edges:
+        if dependency in wave and dependent in wave:
+            assert wave[dependent] < wave[dependency], (dependent, dependency)
+    services = [s for s in plan["steps"] if s["kind"] == "service"]
+    assert sorted((s["node"], s["host"]) for s in services) == sorted(
+        (n, h) for n, hosts in SERVICES.items() for h in hosts)
+    assert {(s["remove"], s["restore"]) for s in services} == {("v2.4", "v2.3")}
+    assert [(s["node"], s["from"], s["restore"]) for s in plan["steps"] if s["kind"] == "database"] == [
+        ("orders-db", "o4_notes", "o3_status")]
+
+    assert "revert of release v2.4 (applied" in out and "Dry run: nothing was changed." in out
+    assert "  orders on app2: v2.4 -> v2.3" in out and "  orders-db: downgrade o4_notes -> o3_status" in out
+    assert out.index("  web on edge1") < out.index("  orders on app1") < out.index("  orders-db: ")
+
+    # The revert does what the dry run said.
+    commands.revert(demo)
+    done = run_json(capsys, "show", "-C", str(demo))["steps"]
+    assert sorted((s["node"], s["host"]) for s in done if s["phase"] == "revert" and s["kind"] == "service") == \
+        sorted((s["node"], s["host"]) for s in services)
+    rc, out, _ = run(capsys, "revert", "--dry-run", "-C", str(demo))
+    assert rc == 0 and out == "release v2.4 is already reverted\n"
+
+
+class Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_revert_names_the_release_it_undoes_before_asking(demo: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    commands.apply(demo, "v2.3")
+    started = commands.history(demo)[0]["started_at"]
+    asked: list[str] = []
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr(typer, "confirm", lambda question, default=False: asked.append(question) or False)
+    rc, out, _ = run(capsys, "revert", "-C", str(demo))
+    when = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert rc == 1 and asked == [f"Revert release v2.3 (applied {when})?"]
+    assert "wave 1:" in out and "  web on edge1: v2.3 -> nothing" in out
+    assert commands.status(demo)["state"] == "applied"  # declined: nothing reverted
