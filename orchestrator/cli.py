@@ -306,6 +306,14 @@ def show(name: Optional[str] = typer.Argument(None, help="A release name (defaul
 
 
 @app.command()
+def schema(kind: str = typer.Option("all", "--kind", metavar="KIND",
+                                    help="all, node, service, database, inventory or settings.")) -> None:
+    """The JSON Schema of the manifests, for editors and checks in CI."""
+    # Not through _out: this is no journal data to mask (and `secrets` is a field name here).
+    sys.stdout.write(json.dumps(commands.schema(kind), indent=2) + "\n")
+
+
+@app.command()
 def graph(
     fmt: str = typer.Option("text", "--format", help="text, dot, mermaid, svg or png."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file (svg/png need it on a terminal)."),

@@ -21,7 +21,7 @@ from typing import Any
 import networkx as nx
 
 from . import graph as graphs
-from . import runs, settings
+from . import manifest_schema, runs, settings
 from .errors import InputError, Interrupted, StepFailed
 from .journal import Journal, Step, default_url
 from .lifecycle import Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert
@@ -398,6 +398,11 @@ def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[
         return out
     finally:
         j.close()
+
+
+def schema(kind: str = "all") -> dict[str, Any]:
+    """The JSON Schema of the manifests, from the pydantic models that load them."""
+    return manifest_schema.build(kind)
 
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:

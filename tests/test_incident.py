@@ -13,8 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import add_notes_revision, copy_demo, fail_orders_on, write
+from test_transport_plugin import with_plugin  # noqa: F401 - a fixture: a third transport installed
 from orchestrator import commands
 from orchestrator.cli import main
 from orchestrator.errors import StepFailed
@@ -230,3 +232,100 @@ def test_revert_names_the_release_it_undoes_before_asking(demo: Path, capsys: py
     assert rc == 1 and asked == [f"Revert release v2.3 (applied {when})?"]
     assert "wave 1:" in out and "  web on edge1: v2.3 -> nothing" in out
     assert commands.status(demo)["state"] == "applied"  # declined: nothing reverted
+
+
+# -- release schema and docs/manifests.md ----------------------------------------------------------
+
+
+def unknown_keys(schema: dict, data: object, defs: dict, where: str = "") -> list[str]:
+    """The keys of `data` that `schema` has no place for. Of scalar types nothing is checked; a
+    mapping or list where the schema wants the other is a mismatch, marked "!": an anyOf takes
+    the alternative with the fewest mismatches, then the fewest unknown keys, as a validator would
+    pick the one that matches."""
+    while "$ref" in schema:
+        schema = defs[schema["$ref"].removeprefix("#/$defs/")]
+    if "anyOf" in schema:
+        found = [unknown_keys(s, data, defs, where) for s in schema["anyOf"]]
+        return min(found, key=lambda keys: (sum(k.startswith("!") for k in keys), len(keys)))
+    wants = schema.get("type")
+    if (wants == "object" and not isinstance(data, dict)) or (wants == "array" and not isinstance(data, list)):
+        return [f"!{where}"]
+    if isinstance(data, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        out = []
+        for key, value in data.items():
+            if key in props:
+                out += unknown_keys(props[key], value, defs, f"{where}{key}.")
+            elif isinstance(extra, dict):
+                out += unknown_keys(extra, value, defs, f"{where}{key}.")
+            elif extra is False:
+                out.append(f"{where}{key}")
+        return out
+    if isinstance(data, list) and isinstance(schema.get("items"), dict):
+        return [k for item in data for k in unknown_keys(schema["items"], item, defs, where)]
+    return []
+
+
+def test_schema_is_the_models_as_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.manifest_schema import models, transport_models
+    from orchestrator.settings import Hooks, Webhook
+
+    rc, out, _ = run(capsys, "schema")
+    doc = json.loads(out)
+    defs = doc["$defs"]
+    assert rc == 0 and doc["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert doc["anyOf"] == [{"$ref": f"#/$defs/{k}"} for k in ("Service", "Database", "Inventory", "Settings")]
+    assert all(ref.removeprefix("#/$defs/") in defs for ref in re.findall(r'"\$ref": "([^"]+)"', out))
+    for name, model in [*models().items(), ("Webhook", Webhook), ("Hooks", Hooks)]:
+        assert set(defs[name]["properties"]) == set(model.model_fields), name
+        assert defs[name]["additionalProperties"] is False
+    for transport, model in transport_models().items():
+        host = defs[model.__name__]
+        assert set(host["properties"]) == {"transport", *model.model_fields}
+        assert host["properties"]["transport"]["const"] == transport
+    assert defs["Service"]["required"] == ["deploy"]  # `name` defaults to the file's stem
+    assert defs["SSHSettings"]["required"] == ["address"]
+
+    for path in sorted((REPO / "services.d").glob("*.yaml")):
+        assert unknown_keys(doc, yaml.safe_load(path.read_text()), defs) == [], path.name
+    def kind(name: str) -> dict:
+        return {"$ref": f"#/$defs/{name}"}
+
+    assert unknown_keys(doc, {"deploy": "x", "helth": "y"}, defs) != []
+    assert unknown_keys(kind("Service"), {"deploy": "x", "helth": "y"}, defs) == ["helth"]
+    assert unknown_keys(kind("Inventory"), {"hosts": {"web1": {"address": "h", "prot": 22}}}, defs) == [
+        "hosts.web1.prot"]
+    assert unknown_keys(kind("Settings"), {"notify": [{"url": "u", "event": []}]}, defs) == ["notify.event"]
+
+    rc, out, _ = run(capsys, "schema", "--kind", "inventory")
+    assert json.loads(out)["anyOf"] == [{"$ref": "#/$defs/Inventory"}]
+    rc, _, err = run(capsys, "schema", "--kind", "nodes")
+    assert rc == 2 and "unknown schema kind 'nodes'" in err
+
+
+def test_schema_has_the_settings_of_every_installed_transport(with_plugin: dict[str, str], tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "schema", "--kind", "inventory"], cwd=tmp_path,
+                          env=dict(os.environ, **with_plugin), capture_output=True, text=True)
+    defs = json.loads(proc.stdout)["$defs"]
+    (subdir,) = [d for d in defs.values() if d.get("properties", {}).get("transport", {}).get("const") == "subdir"]
+    assert "transport" in subdir["required"] and "path" in subdir["properties"]
+    hosts = defs["Inventory"]["properties"]["hosts"]["additionalProperties"]["anyOf"]
+    assert len(hosts) == 3
+
+
+def test_the_manifests_doc_and_the_schema_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.manifest_schema import transport_models
+
+    text = (REPO / "docs" / "manifests.md").read_text()
+    doc = json.loads(run(capsys, "schema")[1])
+    defs = doc["$defs"]
+    plugins = {m.__name__ for t, m in transport_models().items() if t not in ("local", "ssh")}
+    # Every field of every model is documented ...
+    missing = [f"{name}.{field}" for name, d in defs.items() if name not in plugins
+               for field in d["properties"] if f"`{field}`" not in text]
+    assert missing == []
+    # ... and every field the examples use exists.
+    examples = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(examples) >= 4
+    for example in examples:
+        assert unknown_keys(doc, yaml.safe_load(example), defs) == [], example
