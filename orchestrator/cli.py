@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +18,9 @@ from .logs import configure
 from .plan import Plan, render
 from .secrets import mask_text, mask_value
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain help: typer's rich panels print a `<bool>` type beside every flag, which takes no value.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Release a system of services and databases in dependency order; revert it exactly.")
 
 GLOBAL_VALUE_OPTIONS = {"-C", "--project-dir", "--journal", "--log-format"}
@@ -36,15 +39,29 @@ class Options:
 opts = Options()
 
 
+def _version(wanted: bool) -> None:
+    if wanted:
+        try:
+            print(f"release {version('release-orchestrator')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("release (version unknown: not installed)")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
-    project_dir: Path = typer.Option(Path("."), "-C", "--project-dir", help="The release repository."),
-    journal: Optional[str] = typer.Option(None, "--journal", envvar="RELEASE_JOURNAL",
+    project_dir: Path = typer.Option(Path("."), "-C", "--project-dir", metavar="DIR",
+                                     help="The release repository."),
+    journal: Optional[str] = typer.Option(None, "--journal", envvar="RELEASE_JOURNAL", metavar="URL",
                                           help="Journal URL (sqlite:///... or postgresql://...)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask for confirmation."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More log output."),
-    log_format: str = typer.Option("console", "--log-format", help="console or json (logs on stderr)."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, show_default=False,
+                                 help="More log output (-vv, -vvv: more still)."),
+    log_format: str = typer.Option("console", "--log-format", metavar="console|json",
+                                   help="console or json (logs on stderr)."),
+    _show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit."),
 ) -> None:
     if log_format not in ("console", "json"):
         raise typer.BadParameter("must be console or json", param_hint="--log-format")
@@ -121,7 +138,8 @@ def plan(
     name: str = typer.Argument(..., help="The release name, e.g. v2.3."),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when something would change."),
     sql: bool = typer.Option(False, "--sql", help="Print the SQL the migrations would run."),
-    force: list[str] = typer.Option([], "--force", help="Redeploy NODE even if unchanged (repeatable)."),
+    force: list[str] = typer.Option([], "--force", metavar="NODE",
+                                    help="Redeploy NODE even if unchanged (repeatable)."),
 ) -> None:
     """The dry run: what would change, in which order and waves. Creates nothing."""
     try:
@@ -315,8 +333,9 @@ def schema(kind: str = typer.Option("all", "--kind", metavar="KIND",
 
 @app.command()
 def graph(
-    fmt: str = typer.Option("text", "--format", help="text, dot, mermaid, svg or png."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file (svg/png need it on a terminal)."),
+    fmt: str = typer.Option("text", "--format", metavar="FORMAT", help="text, dot, mermaid, svg or png."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help="Write to a file (svg/png need it on a terminal)."),
 ) -> None:
     """The dependency graph with its waves."""
     out = commands.graph(opts.project_dir, fmt)

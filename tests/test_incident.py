@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,34 @@ def test_revert_names_the_release_it_undoes_before_asking(demo: Path, capsys: py
     assert rc == 1 and asked == [f"Revert release v2.3 (applied {when})?"]
     assert "wave 1:" in out and "  web on edge1: v2.3 -> nothing" in out
     assert commands.status(demo)["state"] == "applied"  # declined: nothing reverted
+
+
+# -- the CLI's surface ---------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run(capsys, "--version") == (0, f"release {version('release-orchestrator')}\n", "")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "--version"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == f"release {version('release-orchestrator')}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["plan"], ["apply"], ["revert"], ["history"], ["show"], ["schema"]])
+def test_help_shows_flags_without_a_type(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    rc, out, _ = run(capsys, *command, "--help")
+    assert rc == 0 and "<bool>" not in out
+    flags = {"--json", "--yes", "--version", "--install-completion"} if not command else {"--help"}
+    for flag in flags:
+        (line,) = [line for line in out.splitlines() if re.match(rf"\s+(-\w, )?{flag}\b", line)]
+        assert re.match(rf"\s+(-\w, )?{flag}\s{{2,}}[A-Z]", line), line  # the flag, then its help
+
+
+def test_shell_completion(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env = dict(os.environ, _RELEASE_COMPLETE="complete_bash", COMP_WORDS="release sh", COMP_CWORD="1")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator"], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.stdout.split() == ["show"]
+
 
 
 # -- release schema and docs/manifests.md ----------------------------------------------------------
