@@ -154,8 +154,7 @@ def plan(
         p = commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force))
     except ReleaseError as exc:
         if detailed_exitcode:  # Terraform's convention: 1 for any error, 2 means "changes"
-            sys.stderr.write(f"error: {exc}\n")
-            raise typer.Exit(1)
+            exc.exit_code = 1
         raise
     if opts.json:
         _out(p.to_json())
@@ -380,8 +379,14 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _error_json(message: str, problems: list[str], exit_code: int) -> dict[str, Any]:
+    """With --json, invalid input and failures before a run say so on stdout as well."""
+    return {"error": {"message": message, "problems": problems, "exit_code": exit_code}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    opts.__init__()  # type: ignore[misc]  # a second call in one process starts from the defaults
     try:
         # Without standalone mode click hands back typer.Exit's code instead of raising it.
         rc = app(args=args, prog_name="release", standalone_mode=False)
@@ -389,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except ReleaseError as exc:
-        if opts.json and getattr(exc, "result", None) is not None:
-            _out(exc.result.to_json())  # type: ignore[union-attr]
+        if opts.json:  # stdout still holds one JSON document: the run so far, or the error
+            _out(exc.result.to_json() if exc.result is not None  # type: ignore[attr-defined]
+                 else _error_json(exc.message, exc.problems, exc.exit_code))
         sys.stderr.write(f"error: {mask_text(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
@@ -403,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             # Terraform's convention: with --detailed-exitcode, 2 means "changes", any error is 1.
-            return 1 if "--detailed-exitcode" in args else int(exc.exit_code)
+            code = 1 if "--detailed-exitcode" in args else int(exc.exit_code)
+            if "--json" in args:  # also when the arguments failed before --json was read
+                _out(_error_json(exc.format_message(), [], code))
+            return code
         if isinstance(exc, OSError):
             sys.stderr.write(f"error: {mask_text(str(exc))}\n")
             return 1

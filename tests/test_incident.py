@@ -262,6 +262,23 @@ def test_shell_completion(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert proc.stdout.split() == ["show"]
 
 
+def test_invalid_input_is_also_a_json_error_document(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(demo, {"services.d/web.yaml": "hosts: [nowhere]\ndeploy: 'true'\n"})
+    problem = "services.d/web.yaml: hosts: unknown host or group 'nowhere'"
+    for args, code in [(["validate"], 2), (["plan", "v2.3"], 2), (["plan", "v2.3", "--detailed-exitcode"], 1)]:
+        rc, out, err = run(capsys, *args, "--json", "-C", str(demo))
+        assert rc == code, args
+        assert json.loads(out) == {"error": {"message": "invalid manifests", "problems": [problem],
+                                             "exit_code": code}}
+        assert err.startswith("error: invalid manifests\n") and problem in err
+    rc, out, err = run(capsys, "plan", "v1;rm", "--json", "-C", str(demo))
+    error = json.loads(out)["error"]
+    assert rc == 2 and error["exit_code"] == 2 and error["message"].startswith("release name 'v1;rm'")
+    rc, out, err = run(capsys, "plan", "--json", "-C", str(demo))  # a missing argument
+    assert rc == 2 and json.loads(out)["error"]["message"] == "Missing argument 'name'."
+    # Without --json, stdout stays empty.
+    assert run(capsys, "validate", "-C", str(demo))[:2] == (2, "")
+
 
 # -- release schema and docs/manifests.md ----------------------------------------------------------
 
