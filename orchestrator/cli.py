@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +19,9 @@ from .scope import Scope
 from .secrets import mask_text, mask_value
 from .terminal import printable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain help: typer's rich panels print a `<bool>` type beside every flag, which takes no value.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Release a system of services and databases in dependency order; revert it exactly.")
 
 GLOBAL_VALUE_OPTIONS = {"-C", "--project-dir", "--journal", "--log-format"}
@@ -36,15 +40,29 @@ class Options:
 opts = Options()
 
 
+def _version(wanted: bool) -> None:
+    if wanted:
+        try:
+            print(f"release {version('release-orchestrator')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("release (version unknown: not installed)")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
-    project_dir: Path = typer.Option(Path("."), "-C", "--project-dir", help="The release repository."),
-    journal: Optional[str] = typer.Option(None, "--journal", envvar="RELEASE_JOURNAL",
+    project_dir: Path = typer.Option(Path("."), "-C", "--project-dir", metavar="DIR",
+                                     help="The release repository."),
+    journal: Optional[str] = typer.Option(None, "--journal", envvar="RELEASE_JOURNAL", metavar="URL",
                                           help="Journal URL (sqlite:///... or postgresql://...)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask for confirmation."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More log output."),
-    log_format: str = typer.Option("console", "--log-format", help="console or json (logs on stderr)."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, show_default=False,
+                                 help="More log output (-vv, -vvv: more still)."),
+    log_format: str = typer.Option("console", "--log-format", metavar="console|json",
+                                   help="console or json (logs on stderr)."),
+    _show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit."),
 ) -> None:
     if log_format not in ("console", "json"):
         raise typer.BadParameter("must be console or json", param_hint="--log-format")
@@ -66,11 +84,38 @@ def _error(text: str, prefix: str = "error") -> None:
     sys.stderr.write(f"{prefix}: {printable(mask_text(text), lines=True)}\n")
 
 
-def _confirm(question: str) -> None:
-    if opts.yes or opts.json or not sys.stdin.isatty():
-        return
-    if not typer.confirm(question, default=False):
-        raise typer.Exit(1)
+def _interactive() -> bool:
+    """Whether to ask before changing anything: on a terminal, without -y or --json."""
+    return not (opts.yes or opts.json or not sys.stdin.isatty())
+
+
+def _printable(text: object) -> str:
+    """Text from the journal (a command's stderr, a message) as one terminal line: control
+    characters written as escapes, so that escape sequences cannot take over the terminal."""
+    return printable(mask_text(str(text)))
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows as left-aligned columns (the first row is the header), each cell made printable."""
+    cells = [[_printable(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def _local(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A journal time (ISO 8601, UTC) in this machine's time zone."""
+    if iso is None:
+        return "-"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(fmt)
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _print_run(result: commands.RunResult) -> None:
@@ -101,7 +146,8 @@ def plan(
     name: str = typer.Argument(..., help="The release name, e.g. v2.3."),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when something would change."),
     sql: bool = typer.Option(False, "--sql", help="Print the SQL the migrations would run."),
-    force: list[str] = typer.Option([], "--force", help="Redeploy NODE even if unchanged (repeatable)."),
+    force: list[str] = typer.Option([], "--force", metavar="NODE",
+                                    help="Redeploy NODE even if unchanged (repeatable)."),
     target: list[str] = typer.Option([], "--target", help="Change only NODE and what it depends on (repeatable)."),
     limit: list[str] = typer.Option([], "--limit", help="Change only these hosts or groups (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Save the plan for `apply --plan FILE`."),
@@ -120,8 +166,7 @@ def plan(
                           scope=Scope(tuple(target), tuple(limit)), out=out)
     except ReleaseError as exc:
         if detailed_exitcode:  # Terraform's convention: 1 for any error, 2 means "changes"
-            _error(str(exc))
-            raise typer.Exit(1)
+            exc.exit_code = 1
         raise
     if opts.json:
         _out(p.to_json())
@@ -166,12 +211,50 @@ def revert(
     parallelism: int = typer.Option(16, "--parallelism", min=1, help="Commands running at once."),
     force: bool = typer.Option(False, "--force", help="Skip schema downgrades that cannot run."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what it would undo, in which order; change nothing."),
 ) -> None:
     """Undo the latest release from the journal, dependents first."""
-    _confirm("Revert the latest release?")
+    if _revert_preview(dry_run):
+        return
     result = commands.revert(opts.project_dir, journal=opts.journal, parallelism=parallelism, force=force,
                              lock_wait=lock_wait)
     _print_run(result)
+
+
+def _revert_preview(dry_run: bool) -> bool:
+    """--dry-run prints the revert plan (True: nothing more to do). On a terminal the plan is
+    shown and the release it undoes named before the question; declined: exit 1."""
+    if not dry_run and not _interactive():
+        return False
+    rp = commands.revert_plan(opts.project_dir, journal=opts.journal)
+    if dry_run and opts.json:
+        _out(rp)
+        return True
+    if rp.get("nothing_to_revert"):
+        print(_printable(rp["nothing_to_revert"]))
+        return True
+    print(f"revert of release {rp['release']} ({rp['state']}, started {_local(rp['started_at'])}), "
+          "dependents first:")
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for step in rp["steps"]:
+        by_node.setdefault(step["node"], []).append(step)
+    for i, wave in enumerate(rp["waves"], 1):
+        print(f"wave {i}:")
+        for node in wave:
+            for s in by_node[node]:
+                if s["kind"] == "database":
+                    line = f"  {node}: downgrade {s['from'] or 'base'} -> {s['restore'] or 'base'}"
+                else:
+                    back = s["restore"] or "nothing (the release put the first version there)"
+                    line = f"  {node} on {s['host']}: {s['remove'] or '-'} -> {back}"
+                print(_printable(line))
+    if dry_run:
+        print("Dry run: nothing was changed.")
+        return True
+    when = _local(rp["started_at"], "%Y-%m-%d %H:%M")
+    if not typer.confirm(f"Revert release {rp['release']} ({rp['state']} {when})?", default=False):
+        raise typer.Exit(1)
+    return False
 
 
 @app.command()
@@ -200,26 +283,75 @@ def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' 
 
 
 @app.command()
-def history(limit: int = typer.Option(50, "--limit", min=1)) -> None:
+def history(limit: int = typer.Option(50, "--limit", min=1, metavar="N", help="At most N releases.")) -> None:
     """Releases, newest first, with state and times."""
     rows = commands.history(opts.project_dir, journal=opts.journal, limit=limit)
     if opts.json:
         _out(rows)
         return
-    import time as _t
-
-    for r in rows:
-        started = _t.strftime("%Y-%m-%d %H:%M:%S", _t.localtime(r["started_at"]))
-        extra = f" (revert {r['revert_state']})" if r["revert_state"] and r["state"] != "reverted" else ""
-        print(f"{r['release']:<12} {r['state']:<12} {started}{extra}")
     if not rows:
         print("no releases yet")
+        return
+    table = [["RELEASE", "STATE", "STARTED", "DURATION", "RUN BY", "COMMIT"]]
+    for r in rows:
+        revert = f" (revert {r['revert_state']})" if r["revert_state"] and r["state"] != "reverted" else ""
+        commit = (r["commit"] or "-")[:12] + (" (dirty)" if r["dirty"] else "")
+        table.append([r["release"], r["state"] + revert, _local(r["started_at"]), _took(r["duration"]),
+                      r["run_by"] or "-", commit])
+    print("\n".join(_table(table)))
+
+
+@app.command()
+def show(name: Optional[str] = typer.Argument(None, help="A release name (default: the latest release).")) -> None:
+    """One release from the journal: who ran it, when, and every step with its outcome."""
+    rec = commands.show(opts.project_dir, name, journal=opts.journal)
+    if opts.json:
+        _out(rec)
+        return
+    revert = f"; revert {rec['revert_state']}" if rec["revert_state"] and rec["state"] != "reverted" else ""
+    commit = f" at commit {rec['commit']}" + (" (dirty)" if rec["dirty"] else "") if rec["commit"] else ""
+    lines = [f"release {rec['release']}: {rec['state']}{revert}",
+             f"run by {rec['run_by'] or 'unknown'}{commit}",
+             f"started {_local(rec['started_at'])}, finished {_local(rec['finished_at'])} "
+             f"({_took(rec['duration'])})"
+             + (f", reverted {_local(rec['reverted_at'])}" if rec["reverted_at"] else "")]
+    if rec["previous"]:
+        lines.append(f"previous release: {rec['previous']}")
+    if rec["message"]:
+        lines.append(f"message: {rec['message']}")
+    lines += [f"note: {e['event']}: {e['detail']}" for e in rec["events"]]
+    print("\n".join(_printable(line) for line in lines))
+    if not rec["steps"]:
+        print("no steps")
+        return
+    table = [["PHASE", "NODE", "WHERE", "ACTION", "OUTCOME", "EXIT", "DURATION"]]
+    tails: dict[int, list[str]] = {}
+    for s in rec["steps"]:
+        code = "-" if s["exit_code"] is None else str(s["exit_code"])
+        table.append([s["phase"], s["node"], s["host"] or s["revision"] or "-", s["action"], s["outcome"], code,
+                      _took(s["duration"])])
+        tail = (s["stderr"] or "").strip().splitlines()[-5:]
+        if tail:
+            tails[len(table) - 1] = tail
+    for i, line in enumerate(_table(table)):
+        print(line)
+        for t in tails.get(i, []):
+            print(f"    stderr: {_printable(t)}")
+
+
+@app.command()
+def schema(kind: str = typer.Option("all", "--kind", metavar="KIND",
+                                    help="all, node, service, database, inventory or settings.")) -> None:
+    """The JSON Schema of the manifests, for editors and checks in CI."""
+    # Not through _out: this is no journal data to mask (and `secrets` is a field name here).
+    sys.stdout.write(json.dumps(commands.schema(kind), indent=2) + "\n")
 
 
 @app.command()
 def graph(
-    fmt: str = typer.Option("text", "--format", help="text, dot, mermaid, svg or png."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file (svg/png need it on a terminal)."),
+    fmt: str = typer.Option("text", "--format", metavar="FORMAT", help="text, dot, mermaid, svg or png."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help="Write to a file (svg/png need it on a terminal)."),
 ) -> None:
     """The dependency graph with its waves."""
     out = commands.graph(opts.project_dir, fmt)
@@ -264,8 +396,14 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _error_json(message: str, problems: list[str], exit_code: int) -> dict[str, Any]:
+    """With --json, invalid input and failures before a run say so on stdout as well."""
+    return {"error": {"message": message, "problems": problems, "exit_code": exit_code}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    opts.__init__()  # type: ignore[misc]  # a second call in one process starts from the defaults
     try:
         # Without standalone mode click hands back typer.Exit's code instead of raising it.
         rc = app(args=args, prog_name="release", standalone_mode=False)
@@ -273,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except ReleaseError as exc:
-        if opts.json and getattr(exc, "result", None) is not None:
-            _out(exc.result.to_json())  # type: ignore[union-attr]
+        if opts.json:  # stdout still holds one JSON document: the run so far, or the error
+            _out(exc.result.to_json() if exc.result is not None  # type: ignore[attr-defined]
+                 else _error_json(exc.message, exc.problems, exc.exit_code))
         _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
@@ -287,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             # Terraform's convention: with --detailed-exitcode, 2 means "changes", any error is 1.
-            return 1 if "--detailed-exitcode" in args else int(exc.exit_code)
+            code = 1 if "--detailed-exitcode" in args else int(exc.exit_code)
+            if "--json" in args:  # also when the arguments failed before --json was read
+                _out(_error_json(exc.format_message(), [], code))
+            return code
         if isinstance(exc, OSError):
             _error(str(exc))
             return 1

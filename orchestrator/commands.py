@@ -8,23 +8,29 @@ manifests -> graph -> plan -> runs (walk, rollout, schema, steps) -> journal.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from . import graph as graphs
-from . import runs, saved, settings
+from . import manifest_schema, runs, saved, settings
 from .errors import HostUnreachable, InputError, Interrupted, StepFailed
-from .journal import Journal, default_url
-from .lifecycle import ReleaseState, decide_apply, nothing_to_revert, resumes
+from .journal import Journal, Step, default_url
+from .lifecycle import (Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert,
+                        resumes)
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import resolve_url
-from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
+from .plan import (MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project,
+                   make_plan, runner_for)
 from .probes import ProbeFailed, read_live, read_state
 from .runs import RunResult
 from .scope import Scope
@@ -182,17 +188,53 @@ def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: Tr
 
 def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, over_revert: bool) -> int:
     # `downgrades`: the databases this release moves down, so that its revert takes them up first.
+    # `run_by` and `git`: who ran it from which commit of the release repository (for `history`
+    # and `show`), kept here rather than in columns of their own; a resumed apply records its own.
+    about = {"run_by": _run_by(j.hostname), "git": _git_state(project)}
     if resume_of is None:
         return j.begin_release(p.release, p.previous, {"sources": journal_sources(project.sources),
-                                                       "downgrades": p.downgrades, "scope": p.scope.to_json()})
+                                                       "downgrades": p.downgrades, "scope": p.scope.to_json(), **about})
     # Today's manifests join the first attempt's copy: revert must know the commands and
     # services this attempt runs (a deploy fixed between attempts, a service added).
     before = j.get(resume_of).manifests
     j.claim_release(resume_of, {
         "sources": merge_sources(before.get("sources") or {}, journal_sources(project.sources)),
-        "downgrades": sorted(set(before.get("downgrades") or []) | set(p.downgrades))})
+        "downgrades": sorted(set(before.get("downgrades") or []) | set(p.downgrades)), **about})
     j.set_state(resume_of, ReleaseState.IN_PROGRESS, clear_revert=over_revert)
     return resume_of
+
+
+def _run_by(hostname: str | None = None) -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{hostname or socket.gethostname()}"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):  # no git here: nothing to record
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _git_state(project: Project) -> dict[str, Any] | None:
+    """The release repository's commit, and whether what the release reads (services.d and the
+    migration directories) differs from it; None outside a git work tree or before a commit."""
+    root = project.root
+    if (_git(root, "rev-parse", "--is-inside-work-tree") or "").strip() != "true":
+        return None
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip()
+    if not commit:
+        return None
+    paths = ["services.d", *sorted({spec.migrations for spec in project.databases.values()})]
+    status = _git(root, "status", "--porcelain", "--", *paths)
+    # Python's bytecode caches appear beside the revision scripts once Alembic has read them.
+    changed = [line for line in (status or "").splitlines() if "__pycache__/" not in line]
+    return {"commit": commit, "dirty": bool(changed) if status is not None else None}
 
 
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
@@ -270,16 +312,128 @@ def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project 
 
 
 def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Releases, newest first: state, times (ISO 8601, UTC), who ran them from which commit."""
     root = Path(project_dir).resolve()
     j = Journal.open(journal_url(root, journal), create=False)
     if j is None:
         return []
     try:
-        return [{"release": r.name, "state": r.state, "revert_state": r.revert_state, "previous": r.previous,
-                 "started_at": r.started_at, "finished_at": r.finished_at, "message": r.message}
-                for r in j.releases(limit)]
+        # Only a release that was reverted needs its steps: its record's end is the revert's.
+        return [_summary(r, j.steps(r.id, Phase.APPLY) if r.revert_state else []) for r in j.releases(limit)]
     finally:
         j.close()
+
+
+def show(project_dir: Path | str, name: str | None = None, *, journal: str | None = None) -> dict[str, Any]:
+    """One release from the journal (default: the latest; by name: its newest record), with every
+    step it journaled, apply and revert, and its events. An unknown name is invalid input (2)."""
+    if name is not None:
+        check_release_name(name)
+    root = Path(project_dir).resolve()
+    url = journal_url(root, journal)
+    j = Journal.open(url, create=False)
+    if j is None:
+        raise InputError(f"no release in the journal {mask_url(url)}")
+    try:
+        release = j.latest() if name is None else next((r for r in j.releases() if r.name == name), None)
+        if release is None:
+            raise InputError(f"unknown release {name!r}: not in the journal {mask_url(url)}" if name
+                             else f"no release in the journal {mask_url(url)}")
+        steps = j.steps(release.id)
+        out = _summary(release, [s for s in steps if s.phase == Phase.APPLY])
+        out["steps"] = [_step(s, release) for s in steps]
+        out["events"] = [{"event": e, "detail": d} for e, d in j.events(release.id)]
+        return out
+    finally:
+        j.close()
+
+
+def iso(ts: float | None) -> str | None:
+    """A journal time as ISO 8601 in UTC, to the second: 2026-12-02T07:30:00Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _summary(r: Release, apply_steps: list[Step]) -> dict[str, Any]:
+    """A release record as `history` and `show` give it. `finished_at` is the end of the apply;
+    a revert moves the record's own end, so then the apply's last step tells it."""
+    finished = None if r.state == ReleaseState.IN_PROGRESS else r.finished_at
+    reverted_at = None
+    if r.revert_state is not None:
+        ends = [s.ended_at or s.started_at for s in apply_steps]
+        finished = max(ends) if ends else r.started_at
+        reverted_at = r.finished_at if r.state == ReleaseState.REVERTED else None
+    git = r.manifests.get("git") or {}
+    return {"release": r.name, "id": r.id, "state": r.state, "revert_state": r.revert_state,
+            "previous": r.previous, "run_by": r.manifests.get("run_by") or r.hostname,
+            "commit": git.get("commit"), "dirty": git.get("dirty"),
+            "started_at": iso(r.started_at), "finished_at": iso(finished), "reverted_at": iso(reverted_at),
+            "duration": round(finished - r.started_at, 3) if finished is not None else None,
+            "message": r.message}
+
+
+def _step(s: Step, release: Release) -> dict[str, Any]:
+    outcome: str = s.status
+    if s.status == Outcome.INTENT:  # no outcome: still running, or in doubt after a crash
+        running = ReleaseState.IN_PROGRESS if s.phase == Phase.APPLY else RevertState.IN_PROGRESS
+        now = release.state if s.phase == Phase.APPLY else release.revert_state
+        outcome = "running" if now == running else "in_doubt"
+    return {"phase": s.phase, "node": s.node, "kind": s.kind, "host": s.host, "revision": s.revision,
+            "action": s.action, "outcome": outcome, "exit_code": s.exit_code,
+            "duration": round(s.ended_at - s.started_at, 3) if s.ended_at is not None else None,
+            "started_at": iso(s.started_at), "from": s.before, "to": s.after, "detail": s.detail,
+            "stderr": s.stderr or "", "stdout": s.stdout or ""}
+
+
+def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[str, Any]:
+    """What `revert` would do now, computed as it computes it (the journal's steps through
+    `runs.changes_to_revert`, the journaled manifests' graph reversed), touching nothing: no lock,
+    no journal write, no host, no database. Raises what `revert` would raise before it starts."""
+    root = Path(project_dir).resolve()
+    url = journal_url(root, journal)
+    empty = InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
+    j = Journal.open(url, create=False)
+    if j is None:
+        raise empty
+    try:
+        release = j.latest()
+        if release is None:
+            raise empty
+        out = {"release": release.name, "state": release.state, "revert_state": release.revert_state,
+               "started_at": iso(release.started_at), "waves": [], "steps": []}
+        done = nothing_to_revert(release)
+        if done:
+            return {**out, "nothing_to_revert": done}
+        project = journaled_project(root, release.manifests.get("sources"))
+        services, databases = runs.changes_to_revert(j.steps(release.id, Phase.APPLY),
+                                                     j.steps(release.id, Phase.REVERT))
+        missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
+        if missing:
+            raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
+                             f"{', '.join(missing)}, which the release changed; revert cannot know how to undo it")
+        changing = {*services, *databases}
+        g = graphs.with_downgrades(graphs.build_graph(project), set(release.manifests.get("downgrades") or []),
+                                   changing)
+        # The walk passes through nodes with nothing to undo: order only those that have something.
+        closure = nx.transitive_closure_dag(g.reverse(copy=True))
+        out["waves"] = graphs.waves(closure.subgraph(changing))
+        revisions = j.recorded_revisions()
+        for node in (n for wave in out["waves"] for n in wave):
+            if node in services:
+                out["steps"] += [{"node": node, "kind": "service", "host": c.host, "restore": c.restore,
+                                  "remove": c.remove} for c in services[node]]
+            else:
+                out["steps"].append({"node": node, "kind": "database", "from": revisions.get(node, (None,))[0],
+                                     "restore": databases[node]})
+        return out
+    finally:
+        j.close()
+
+
+def schema(kind: str = "all") -> dict[str, Any]:
+    """The JSON Schema of the manifests, from the pydantic models that load them."""
+    return manifest_schema.build(kind)
 
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
