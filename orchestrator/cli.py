@@ -11,7 +11,7 @@ import typer
 
 from . import commands
 from .errors import ReleaseError
-from .logs import configure
+from .logs import configure, guard_stream, write_console
 from .plan import Plan, render
 from .secrets import mask_text, mask_value
 
@@ -243,6 +243,18 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reader that goes away (`release apply v2 | head -1`) drops the output, never the release.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = guard_stream(sys.stdout), guard_stream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        write_console(sys.stdout, "")
+        write_console(sys.stderr, "")
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str] | None) -> int:
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         # Without standalone mode click hands back typer.Exit's code instead of raising it.
