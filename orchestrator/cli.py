@@ -132,10 +132,13 @@ def apply(
 
 
 def _confirm_plan(p: Plan) -> bool:
-    """On a terminal, show the plan that is about to run and ask (unless -y or --json)."""
-    if opts.yes or opts.json or not sys.stdin.isatty():
+    """Show the plan that is about to run (not with --json: stdout is one JSON document); on a
+    terminal ask, unless -y. Off a terminal (CI) the log shows what was run before it ran."""
+    if opts.json:
         return True
-    print(render(p))
+    print(render(p), flush=True)
+    if opts.yes or not sys.stdin.isatty():
+        return True
     return typer.confirm(f"Apply release {p.release}?", default=False)
 
 
