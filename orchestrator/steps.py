@@ -50,6 +50,24 @@ class StepReport:
     detail: str | None = None
     stderr_tail: str | None = None  # a failed command's last lines of stderr, masked
 
+    @property
+    def where(self) -> str:
+        """`orders@app2` for a host's step; the node alone for a database's."""
+        return f"{self.node}@{self.host}" if self.host else self.node
+
+    @property
+    def label(self) -> str:
+        """`orders@app2`, or `orders-db (o3_status)` for a database's step."""
+        return f"{self.node} ({self.revision})" if self.revision and not self.host else self.where
+
+    @property
+    def why(self) -> str:
+        """One line saying why the step did not succeed: `exit 3: <its last line of stderr>`."""
+        last = (self.stderr_tail or "").splitlines()[-1:]
+        if last:
+            return (f"exit {self.exit_code}: " if self.exit_code is not None else "") + last[0]
+        return self.detail or (f"exit {self.exit_code}" if self.exit_code is not None else self.outcome)
+
     def to_json(self) -> dict[str, Any]:
         out = {"node": self.node, "kind": self.kind, "host": self.host, "action": self.action,
                "outcome": self.outcome, "exit_code": self.exit_code, "duration": round(self.duration, 3),
