@@ -67,9 +67,8 @@ def _print_run(result: commands.RunResult) -> None:
         return
     for s in result.steps:
         if s.outcome != "ok":
-            where = f"{s.node}@{s.host}" if s.host else s.node
-            print(f"  {s.outcome:<8} {s.action:<9} {where}" + (f": {s.detail}" if s.detail else ""))
-    print(result.message)
+            print(mask_text(f"  {s.outcome:<8} {s.action:<9} {s.where}" + (f": {s.detail}" if s.detail else "")))
+    print(mask_text(result.message))
 
 
 @app.command()
@@ -123,12 +122,18 @@ def apply(
     force_release: bool = typer.Option(False, "--force-release",
                                        help="Apply although the latest release is failed or interrupted."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML report, one test case per step."),
 ) -> None:
     """Run the plan: migrations before their dependents, services in dependency order."""
     result = commands.apply(opts.project_dir, name, journal=opts.journal, parallelism=parallelism,
                             force=tuple(force), force_release=force_release, auto_revert=auto_revert,
-                            lock_wait=lock_wait, confirm=_confirm_plan)
+                            lock_wait=lock_wait, confirm=_confirm_plan, junit=junit, annotate=_annotate)
     _print_run(result)
+
+
+def _annotate(line: str) -> None:
+    """A GitHub Actions `::error` line: on stdout, or on stderr when stdout is --json's document."""
+    write_console(sys.stderr if opts.json else sys.stdout, line + "\n")
 
 
 def _confirm_plan(p: Plan) -> bool:
@@ -147,11 +152,12 @@ def revert(
     parallelism: int = typer.Option(16, "--parallelism", min=1, help="Commands running at once."),
     force: bool = typer.Option(False, "--force", help="Skip schema downgrades that cannot run."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML report, one test case per step."),
 ) -> None:
     """Undo the latest release from the journal, dependents first."""
     _confirm("Revert the latest release?")
     result = commands.revert(opts.project_dir, journal=opts.journal, parallelism=parallelism, force=force,
-                             lock_wait=lock_wait)
+                             lock_wait=lock_wait, junit=junit, annotate=_annotate)
     _print_run(result)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,14 @@ from typing import Any
 import networkx as nx
 
 from . import graph as graphs
-from . import runs, settings
-from .errors import InputError, Interrupted, StepFailed
+from . import hooks, reports, runs, settings
+from .errors import InputError, Interrupted, ReleaseError, StepFailed
 from .journal import Journal, default_url
-from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
+from .lifecycle import Phase, ReleaseState, decide_apply, nothing_to_revert
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import resolve_url
+from .notify import Notifier
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
 from .probes import read_live, read_state
 from .runs import RunResult
@@ -107,11 +108,15 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
 def apply(project_dir: Path | str, name: str, *, journal: str | None = None, parallelism: int = 16,
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports,
-          confirm: Confirm | None = None) -> RunResult:
+          confirm: Confirm | None = None, junit: Path | str | None = None,
+          annotate: reports.Annotate | None = None) -> RunResult:
     """Apply release `name`. Raises StepFailed (1), Interrupted (130), LockHeld (3), InputError (2).
 
     `confirm(plan)` sees the plan that will run, under the lock, before anything changes; False
-    cancels (exit 1, nothing changed)."""
+    cancels (exit 1, nothing changed); so does a failing `pre_apply` hook, run next. Webhooks
+    hear `started` and how it ended. `junit` names a JUnit XML file to write; under GitHub
+    Actions `annotate` gets each `::error` line (default: stdout) and the step summary is
+    appended to $GITHUB_STEP_SUMMARY: for a failed release too."""
     check_release_name(name)  # before the journal is created: rejected input changes nothing
     project, g = load(project_dir)
     log = get_logger(release=name)
@@ -128,6 +133,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             raise InputError("refusing a schema downgrade that cannot run", problems=blocked)
         if confirm is not None and p.changes and not confirm(p):
             raise StepFailed(f"release {name} not applied: cancelled; nothing was changed")
+        if p.changes:
+            hooks.pre_apply(project.root, project.settings.hooks, p)
         for fixed in j.reconcile(live):
             log.warning("drift", message=fixed)
         if decision.over_revert:
@@ -140,14 +147,30 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
                 j.set_state(decision.resume_of, ReleaseState.APPLIED, message="nothing left to do",
                             clear_revert=decision.over_revert)
             log.info("release.unchanged", message="nothing to change")
-            return RunResult(name, ReleaseState.APPLIED, message=f"release {name}: nothing to change")
+            unchanged = RunResult(name, ReleaseState.APPLIED, message=f"release {name}: nothing to change")
+            reports.publish(unchanged, Phase.APPLY, junit_file=junit, annotate=annotate)
+            return unchanged
         release_id = _open_record(j, p, project, decision.resume_of, decision.over_revert)
         logfile = open_run_log(project.root, name)
+        notifier = Notifier(project.root, project.settings)
         try:
-            return asyncio.run(runs.apply(project, p, j, release_id, parallelism, transports, auto_revert,
-                                          str(logfile)))
+            return _run(Phase.APPLY, notifier, runs.apply(project, p, j, release_id, parallelism, transports,
+                                                          auto_revert, str(logfile), notifier), junit, annotate)
         finally:
             close_run_log()
+
+
+def _run(phase: Phase, notifier: Notifier, run: Coroutine[Any, Any, RunResult], junit: Path | str | None,
+         annotate: reports.Annotate | None) -> RunResult:
+    """An apply or a revert to its end, with its notifications; its reports written either way."""
+    try:
+        result = asyncio.run(notifier.delivering(run))
+    except ReleaseError as exc:
+        if isinstance(exc.result, RunResult):
+            reports.publish(exc.result, phase, junit_file=junit, annotate=annotate)
+        raise
+    reports.publish(result, phase, junit_file=junit, annotate=annotate)
+    return result
 
 
 def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, over_revert: bool) -> int:
@@ -166,9 +189,10 @@ def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, o
 
 
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
-           force: bool = False, lock_wait: float = 0.0,
-           transports: TransportFactory = make_transports) -> RunResult:
-    """Undo the latest release from the journal, dependents first. Already reverted: no-op."""
+           force: bool = False, lock_wait: float = 0.0, transports: TransportFactory = make_transports,
+           junit: Path | str | None = None, annotate: reports.Annotate | None = None) -> RunResult:
+    """Undo the latest release from the journal, dependents first. Already reverted: no-op.
+    Notifications and reports as for `apply`."""
     root = Path(project_dir).resolve()
     url = journal_url(root, journal)
     j = Journal.open(url, create=False)
@@ -181,10 +205,14 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
             raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
         done = nothing_to_revert(release)
         if done:
-            return RunResult(release.name, ReleaseState.REVERTED, message=done)
+            unchanged = RunResult(release.name, ReleaseState.REVERTED, message=done)
+            reports.publish(unchanged, Phase.REVERT, junit_file=junit, annotate=annotate)
+            return unchanged
         open_run_log(root, release.name)
+        notifier = Notifier(root, settings.load(root))
         try:
-            result = asyncio.run(runs.revert(root, j, release, parallelism, transports, force))
+            result = _run(Phase.REVERT, notifier, runs.revert(root, j, release, parallelism, transports, force,
+                                                              notifier), junit, annotate)
         finally:
             close_run_log()
         if result.state == ReleaseState.INTERRUPTED:
