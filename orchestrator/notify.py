@@ -104,7 +104,7 @@ class Notifier:
                 queue = self._sending.setdefault(i, [])
                 # Each webhook gets its events in order: `failed` never overtakes `started`.
                 queue.append(asyncio.create_task(self._deliver(hook, event, data, queue[-1] if queue else None)))
-        if hooks.AFTER.get(event):
+        if getattr(self.cfg.hooks, hooks.AFTER.get(event, ""), None):
             await asyncio.to_thread(hooks.after, self.root, self.cfg.hooks, event, result, phase)
 
     async def delivering(self, run: Coroutine[Any, Any, T]) -> T:
