@@ -13,7 +13,7 @@ import typer
 
 from . import commands
 from .errors import ReleaseError
-from .logs import configure
+from .logs import configure, guard_stream, write_console
 from .plan import Plan, render
 from .scope import Scope
 from .secrets import mask_text, mask_value
@@ -76,8 +76,9 @@ def _out(data: Any) -> None:
 
 def _say(text: str) -> None:
     """Human output on stdout: it carries versions that hosts reported, SQL and messages from
-    migration scripts, so control characters are shown escaped (line breaks stay)."""
-    sys.stdout.write(printable(text, lines=True) + "\n")
+    migration scripts, so control characters are shown escaped (line breaks stay). A reader that
+    went away drops it, never the release."""
+    write_console(sys.stdout, printable(text, lines=True) + "\n")
 
 
 def _error(text: str, prefix: str = "error") -> None:
@@ -124,10 +125,9 @@ def _print_run(result: commands.RunResult) -> None:
         return
     for s in result.steps:
         if s.outcome != "ok":
-            where = f"{s.node}@{s.host}" if s.host else s.node
             # A detail carries a command's stderr: one line, whatever the command printed.
-            _say(f"  {s.outcome:<8} {s.action:<9} {where}" + (f": {printable(s.detail)}" if s.detail else ""))
-    _say(result.message)
+            _say(mask_text(f"  {s.outcome:<8} {s.action:<9} {s.where}") + (f": {printable(mask_text(s.detail))}" if s.detail else ""))
+    _say(mask_text(result.message))
 
 
 @app.command()
@@ -188,21 +188,31 @@ def apply(
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
     target: list[str] = typer.Option([], "--target", help="Change only NODE and what it depends on (repeatable)."),
     limit: list[str] = typer.Option([], "--limit", help="Change only these hosts or groups (repeatable)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML report, one test case per step."),
 ) -> None:
     """Run the plan: migrations before their dependents, services in dependency order."""
     if (name is None) == (plan_file is None):
         raise typer.BadParameter("give a release name or --plan FILE (one of them)")
     result = commands.apply(opts.project_dir, name or "", plan_file=plan_file, journal=opts.journal, parallelism=parallelism,
                             force=tuple(force), force_release=force_release, auto_revert=auto_revert,
-                            lock_wait=lock_wait, confirm=_confirm_plan, scope=Scope(tuple(target), tuple(limit)))
+                            lock_wait=lock_wait, confirm=_confirm_plan, scope=Scope(tuple(target), tuple(limit)),
+                            junit=junit, annotate=_annotate)
     _print_run(result)
 
 
+def _annotate(line: str) -> None:
+    """A GitHub Actions `::error` line: on stdout, or on stderr when stdout is --json's document."""
+    write_console(sys.stderr if opts.json else sys.stdout, line + "\n")
+
+
 def _confirm_plan(p: Plan) -> bool:
-    """On a terminal, show the plan that is about to run and ask (unless -y or --json)."""
-    if opts.yes or opts.json or not sys.stdin.isatty():
+    """Show the plan that is about to run (not with --json: stdout is one JSON document); on a
+    terminal ask, unless -y. Off a terminal (CI) the log shows what was run before it ran."""
+    if opts.json:
         return True
     _say(render(p))
+    if opts.yes or not sys.stdin.isatty():
+        return True
     return typer.confirm(f"Apply release {p.release}?", default=False)
 
 
@@ -212,12 +222,13 @@ def revert(
     force: bool = typer.Option(False, "--force", help="Skip schema downgrades that cannot run."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for the release lock."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what it would undo, in which order; change nothing."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML report, one test case per step."),
 ) -> None:
     """Undo the latest release from the journal, dependents first."""
     if _revert_preview(dry_run):
         return
     result = commands.revert(opts.project_dir, journal=opts.journal, parallelism=parallelism, force=force,
-                             lock_wait=lock_wait)
+                             lock_wait=lock_wait, junit=junit, annotate=_annotate)
     _print_run(result)
 
 
@@ -402,6 +413,18 @@ def _error_json(message: str, problems: list[str], exit_code: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reader that goes away (`release apply v2 | head -1`) drops the output, never the release.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = guard_stream(sys.stdout), guard_stream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        write_console(sys.stdout, "")
+        write_console(sys.stderr, "")
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str] | None) -> int:
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     opts.__init__()  # type: ignore[misc]  # a second call in one process starts from the defaults
     try:

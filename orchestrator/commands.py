@@ -12,7 +12,7 @@ import getpass
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,14 +21,15 @@ from typing import Any
 import networkx as nx
 
 from . import graph as graphs
-from . import manifest_schema, runs, saved, settings
-from .errors import HostUnreachable, InputError, Interrupted, StepFailed
+from . import hooks, manifest_schema, reports, runs, saved, settings
+from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
 from .journal import Journal, Step, default_url
 from .lifecycle import (Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert,
                         resumes)
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
 from .migrations import resolve_url
+from .notify import Notifier
 from .plan import (MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project,
                    make_plan, runner_for)
 from .probes import ProbeFailed, read_live, read_state
@@ -124,12 +125,16 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
 def apply(project_dir: Path | str, name: str, *, journal: str | None = None, parallelism: int = 16,
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports,
-          confirm: Confirm | None = None, scope: Scope = Scope(), plan_file: Path | None = None) -> RunResult:
+          confirm: Confirm | None = None, scope: Scope = Scope(), plan_file: Path | None = None,
+          junit: Path | str | None = None, annotate: reports.Annotate | None = None) -> RunResult:
     """Apply release `name`. Raises StepFailed (1), Interrupted (130), LockHeld (3), InputError (2).
 
     `confirm(plan)` sees the plan that will run, under the lock, before anything changes; False
-    cancels (exit 1, nothing changed). `plan_file`: run exactly that saved plan (its name, force
-    and scope), or refuse (exit 2) if anything it was computed from changed."""
+    cancels (exit 1, nothing changed); so does a failing `pre_apply` hook, run next. `plan_file`:
+    run exactly that saved plan (its name, force and scope), or refuse (exit 2) if anything it was
+    computed from changed. Webhooks hear `started` and how it ended. `junit` names a JUnit XML
+    file to write; under GitHub Actions `annotate` gets each `::error` line (default: stdout) and
+    the step summary is appended to $GITHUB_STEP_SUMMARY: for a failed release too."""
     stored = saved.load(plan_file) if plan_file is not None else None
     if stored is not None:
         name, force, scope = stored.release, stored.force, stored.scope
@@ -151,6 +156,8 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             raise InputError("refusing a schema downgrade that cannot run", problems=blocked)
         if confirm is not None and p.changes and not confirm(p):
             raise StepFailed(f"release {name} not applied: cancelled; nothing was changed")
+        if p.changes:
+            hooks.pre_apply(project.root, project.settings.hooks, p)
         for fixed in j.reconcile(live):
             log.warning("drift", message=fixed)
         if decision.over_revert:
@@ -163,12 +170,15 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
                 j.set_state(decision.resume_of, ReleaseState.APPLIED, message="nothing left to do",
                             clear_revert=decision.over_revert)
             log.info("release.unchanged", message="nothing to change")
-            return RunResult(name, ReleaseState.APPLIED, message=f"release {name}: nothing to change")
+            unchanged = RunResult(name, ReleaseState.APPLIED, message=f"release {name}: nothing to change")
+            reports.publish(unchanged, Phase.APPLY, junit_file=junit, annotate=annotate)
+            return unchanged
         release_id = _open_record(j, p, project, decision.resume_of, decision.over_revert)
         logfile = open_run_log(project.root, name)
+        notifier = Notifier(project.root, project.settings)
         try:
-            return asyncio.run(runs.apply(project, p, j, release_id, parallelism, transports, auto_revert,
-                                          str(logfile)))
+            return _run(Phase.APPLY, notifier, runs.apply(project, p, j, release_id, parallelism, transports,
+                                                          auto_revert, str(logfile), notifier), junit, annotate)
         finally:
             close_run_log()
 
@@ -184,6 +194,19 @@ def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: Tr
             release_id = j.begin_release(name, j.last_applied_name(), {"sources": journal_sources(project.sources)})
             j.set_state(release_id, ReleaseState.FAILED, message=str(exc))
         raise HostUnreachable(exc.message, problems=exc.problems) from None
+
+
+def _run(phase: Phase, notifier: Notifier, run: Coroutine[Any, Any, RunResult], junit: Path | str | None,
+         annotate: reports.Annotate | None) -> RunResult:
+    """An apply or a revert to its end, with its notifications; its reports written either way."""
+    try:
+        result = asyncio.run(notifier.delivering(run))
+    except ReleaseError as exc:
+        if isinstance(exc.result, RunResult):
+            reports.publish(exc.result, phase, junit_file=junit, annotate=annotate)
+        raise
+    reports.publish(result, phase, junit_file=junit, annotate=annotate)
+    return result
 
 
 def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, over_revert: bool) -> int:
@@ -238,9 +261,10 @@ def _git_state(project: Project) -> dict[str, Any] | None:
 
 
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
-           force: bool = False, lock_wait: float = 0.0,
-           transports: TransportFactory = make_transports) -> RunResult:
-    """Undo the latest release from the journal, dependents first. Already reverted: no-op."""
+           force: bool = False, lock_wait: float = 0.0, transports: TransportFactory = make_transports,
+           junit: Path | str | None = None, annotate: reports.Annotate | None = None) -> RunResult:
+    """Undo the latest release from the journal, dependents first. Already reverted: no-op.
+    Notifications and reports as for `apply`."""
     root = Path(project_dir).resolve()
     url = journal_url(root, journal)
     j = Journal.open(url, create=False)
@@ -253,10 +277,14 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
             raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
         done = nothing_to_revert(release)
         if done:
-            return RunResult(release.name, ReleaseState.REVERTED, message=done)
+            unchanged = RunResult(release.name, ReleaseState.REVERTED, message=done)
+            reports.publish(unchanged, Phase.REVERT, junit_file=junit, annotate=annotate)
+            return unchanged
         open_run_log(root, release.name)
+        notifier = Notifier(root, settings.load(root))
         try:
-            result = asyncio.run(runs.revert(root, j, release, parallelism, transports, force))
+            result = _run(Phase.REVERT, notifier, runs.revert(root, j, release, parallelism, transports, force,
+                                                              notifier), junit, annotate)
         finally:
             close_run_log()
         if result.state == ReleaseState.INTERRUPTED:

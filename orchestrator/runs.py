@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 
@@ -40,6 +40,17 @@ class RunResult:
         return {"release": self.release, "state": self.state, "steps": [s.to_json() for s in self.steps]}
 
 
+class Events(Protocol):
+    """Told when a run starts and how it ended (`notify.Notifier`: webhooks and hooks); never
+    raises, and changes nothing about the run."""
+
+    async def __call__(self, event: str, result: RunResult, phase: str) -> None: ...
+
+
+async def no_events(event: str, result: RunResult, phase: str) -> None:
+    return None
+
+
 async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: TransportPool) -> bool:
     """Walk the graph (reversed for a revert) running each node's job; nodes without one pass."""
     kinds = {n: g.nodes[n]["kind"] for n in g}
@@ -69,15 +80,19 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
 
 
 async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallelism: int,
-                factory: TransportFactory, auto_revert: bool, logfile: str) -> RunResult:
+                factory: TransportFactory, auto_revert: bool, logfile: str, events: Events = no_events) -> RunResult:
     run = Run(j, release_id, p.release, Phase.APPLY, parallelism, FaultPoints())
     run.log.info("release.start", resume=p.resume_of is not None, logfile=logfile)
+    await events("started", RunResult(p.release, ReleaseState.IN_PROGRESS, message=f"release {p.release} started"),
+                 Phase.APPLY)
     hosts = sorted({h for s in p.changes for h in s.targets})
     async with factory(project, hosts) as pool:
         try:
             await pool.preflight()
         except HostUnreachable as exc:
             j.set_state(release_id, ReleaseState.FAILED, message=str(exc))
+            await events("failed", RunResult(p.release, ReleaseState.FAILED, message=exc.message,
+                                             failures=[str(exc)]), Phase.APPLY)
             raise
         rollout, schema = Rollout(run, project, pool), Schema(run, project)
         jobs = {s.node: (rollout.deploy_job(project.services[s.node], s.targets, s.to, s.current)
@@ -88,28 +103,32 @@ async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallel
     if state == ReleaseState.APPLIED:
         j.set_state(release_id, state)
         run.log.info("release.applied")
-        return RunResult(p.release, state, run.reports, f"release {p.release} applied")
+        result = RunResult(p.release, state, run.reports, f"release {p.release} applied")
+        await events("applied", result, Phase.APPLY)
+        return result
     if state == ReleaseState.INTERRUPTED:
         j.set_state(release_id, state, message="interrupted")
         run.log.warning("release.interrupted")
+        result = RunResult(p.release, state, run.reports, f"release {p.release} interrupted")
+        await events("interrupted", result, Phase.APPLY)
         raise Interrupted(f"release {p.release} interrupted; `release revert` undoes what was done, "
-                          f"`release apply {p.release}` continues it",
-                          result=RunResult(p.release, state, run.reports))
+                          f"`release apply {p.release}` continues it", result=result)
     message = f"release {p.release} failed"
     j.set_state(release_id, state, message="; ".join(run.failures))
     run.log.error("release.failed", failures=run.failures)
+    failed = RunResult(p.release, state, list(run.reports), message, list(run.failures))
+    await events("failed", failed, Phase.APPLY)
     if auto_revert:
         run.log.warning("release.auto_revert")
-        reverted = await revert(project.root, j, j.get(release_id), parallelism, factory, False)
+        reverted = await revert(project.root, j, j.get(release_id), parallelism, factory, False, events)
         message += f"; auto-revert: {reverted.message}"
         raise StepFailed(message, problems=run.failures + [reverted.message],
                          result=RunResult(p.release, state, run.reports + reverted.steps))
-    raise StepFailed(message + "; run `release revert` to undo it", problems=run.failures,
-                     result=RunResult(p.release, state, run.reports))
+    raise StepFailed(message + "; run `release revert` to undo it", problems=run.failures, result=failed)
 
 
 async def revert(root: Path, j: Journal, release: Release, parallelism: int, factory: TransportFactory,
-                 force: bool) -> RunResult:
+                 force: bool, events: Events = no_events) -> RunResult:
     # The manifests journaled with the release, not today's checkout: a `git revert` of the
     # release repository must not change what undoing the release means.
     project = journaled_project(root, release.manifests.get("sources"))
@@ -138,15 +157,21 @@ async def revert(root: Path, j: Journal, release: Release, parallelism: int, fac
     if outcome == RevertState.DONE:
         j.set_state(release.id, ReleaseState.REVERTED, revert_state=outcome)
         run.log.info("revert.done")
-        return RunResult(release.name, ReleaseState.REVERTED, run.reports, f"release {release.name} reverted")
+        result = RunResult(release.name, ReleaseState.REVERTED, run.reports, f"release {release.name} reverted")
+        await events("reverted", result, Phase.REVERT)
+        return result
     if outcome == RevertState.INTERRUPTED:
         j.set_state(release.id, revert_state=outcome)
-        return RunResult(release.name, ReleaseState.INTERRUPTED, run.reports,
-                         f"revert of {release.name} interrupted; run `release revert` again to finish it")
+        result = RunResult(release.name, ReleaseState.INTERRUPTED, run.reports,
+                           f"revert of {release.name} interrupted; run `release revert` again to finish it")
+        await events("interrupted", result, Phase.REVERT)
+        return result
     j.set_state(release.id, revert_state=outcome, message="; ".join(run.failures))
-    return RunResult(release.name, release.state, run.reports,
-                     f"revert of {release.name} could not finish; fix the cause and run `release revert` again",
-                     run.failures)
+    result = RunResult(release.name, release.state, run.reports,
+                       f"revert of {release.name} could not finish; fix the cause and run `release revert` again",
+                       run.failures)
+    await events("revert_failed", result, Phase.REVERT)
+    return result
 
 
 def changes_to_revert(apply_steps: list[Step], revert_steps: list[Step]) -> tuple[

@@ -20,9 +20,17 @@ from .faults import FaultPoints
 from .journal import Journal
 from .lifecycle import Outcome, Phase
 from .logs import get_logger
+from .secrets import mask_text
 
 T = TypeVar("T")
 NOT_STARTED = "not started: the run was stopping"
+TAIL_LINES, TAIL_CHARS = 10, 2000
+
+
+def tail(text: str | None, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str | None:
+    """The last lines of a command's output, masked, as reports and notifications show it."""
+    kept = "\n".join((text or "").rstrip().splitlines()[-lines:])[-chars:]
+    return mask_text(kept) or None
 
 
 @dataclass
@@ -40,6 +48,25 @@ class StepReport:
     from_: str | None = None
     to: str | None = None
     detail: str | None = None
+    stderr_tail: str | None = None  # a failed command's last lines of stderr, masked
+
+    @property
+    def where(self) -> str:
+        """`orders@app2` for a host's step; the node alone for a database's."""
+        return f"{self.node}@{self.host}" if self.host else self.node
+
+    @property
+    def label(self) -> str:
+        """`orders@app2`, or `orders-db (o3_status)` for a database's step."""
+        return f"{self.node} ({self.revision})" if self.revision and not self.host else self.where
+
+    @property
+    def why(self) -> str:
+        """One line saying why the step did not succeed: `exit 3: <its last line of stderr>`."""
+        last = (self.stderr_tail or "").splitlines()[-1:]
+        if last:
+            return (f"exit {self.exit_code}: " if self.exit_code is not None else "") + last[0]
+        return self.detail or (f"exit {self.exit_code}" if self.exit_code is not None else self.outcome)
 
     def to_json(self) -> dict[str, Any]:
         out = {"node": self.node, "kind": self.kind, "host": self.host, "action": self.action,
@@ -49,6 +76,8 @@ class StepReport:
             out["revision"] = self.revision
         if self.detail:
             out["detail"] = self.detail
+        if self.stderr_tail:
+            out["stderr_tail"] = self.stderr_tail
         return out
 
 
@@ -168,7 +197,7 @@ class Run:
         self.reports.append(StepReport(
             intent.node, intent.kind, intent.host, intent.action, "ok" if result.ok else "failed",
             result.exit_code, duration, revision=intent.revision, from_=intent.before, to=intent.after,
-            detail=result.detail))
+            detail=result.detail, stderr_tail=None if result.ok else tail(result.stderr)))
         if result.ok:
             log.info(f"{intent.action}.done", version=intent.after, duration=round(duration, 3))
         elif result.killed:
