@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from . import commands
 from .errors import ReleaseError
-from .logs import configure, guard_stream, write_console
-from .plan import Plan, render
+from .lazy import lazy_module
+from .console import guard_stream, write_console
 from .scope import Scope
 from .secrets import mask_text, mask_value
 from .terminal import printable
@@ -38,10 +36,16 @@ class Options:
 
 
 opts = Options()
+# Imported on first use: `release --help` must not pay for Alembic, SQLAlchemy and networkx.
+commands = lazy_module("orchestrator.commands")
+logs = lazy_module("orchestrator.logs")
+plans = lazy_module("orchestrator.plan")
 
 
 def _version(wanted: bool) -> None:
     if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
         try:
             print(f"release {version('release-orchestrator')}")
         except PackageNotFoundError:  # run from a source tree that was never installed
@@ -67,7 +71,7 @@ def _global(
     if log_format not in ("console", "json"):
         raise typer.BadParameter("must be console or json", param_hint="--log-format")
     opts.project_dir, opts.journal, opts.json, opts.yes, opts.verbose = project_dir, journal, json_out, yes, verbose
-    configure(verbose, log_format)
+    logs.configure(verbose, log_format)
 
 
 def _out(data: Any) -> None:
@@ -171,7 +175,7 @@ def plan(
     if opts.json:
         _out(p.to_json())
     else:
-        _say(render(p))
+        _say(plans.render(p))
     if detailed_exitcode and p.changes:
         raise typer.Exit(2)
 
@@ -205,12 +209,12 @@ def _annotate(line: str) -> None:
     write_console(sys.stderr if opts.json else sys.stdout, line + "\n")
 
 
-def _confirm_plan(p: Plan) -> bool:
+def _confirm_plan(p: plans.Plan) -> bool:
     """Show the plan that is about to run (not with --json: stdout is one JSON document); on a
     terminal ask, unless -y. Off a terminal (CI) the log shows what was run before it ran."""
     if opts.json:
         return True
-    _say(render(p))
+    _say(plans.render(p))
     if opts.yes or not sys.stdin.isatty():
         return True
     return typer.confirm(f"Apply release {p.release}?", default=False)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .logs import get_logger, write_console
+from .console import write_console
+from .logs import get_logger
 from .secrets import mask_text
 from .steps import StepReport
 

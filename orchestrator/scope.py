@@ -5,12 +5,14 @@ is recorded with the release, and its revert undoes exactly the steps that ran."
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
-from .manifests import Project
+
+if TYPE_CHECKING:  # the CLI builds a Scope at start-up: no networkx, no pydantic for that
+    import networkx as nx
+
+    from .manifests import Project
 
 EXCLUDED = "excluded"
 
@@ -38,6 +40,8 @@ class Scope:
         unknown = [t for t in self.targets if t not in project.nodes]
         if unknown:
             raise InputError(f"--target names unknown node(s): {', '.join(unknown)}")
+        import networkx as nx
+
         return set(self.targets).union(*(nx.ancestors(g, t) for t in self.targets))
 
     def hosts(self, project: Project) -> set[str] | None:
