@@ -82,6 +82,23 @@ def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) 
         assert secret not in proc.stdout + proc.stderr
 
 
+def test_variable_password_with_at_and_slash_reaches_the_right_server(tmp_path: Path) -> None:
+    # SHOP_DB_PASS is not named like a secret: only parsing the URL keeps it out of the output.
+    password = "p@ss/w0rd:x"
+    demo = copy_demo(tmp_path / "repo")
+    port = closed_port()
+    write(demo, {"services.d/orders-db.yaml": (
+        "kind: database\nmigrations: migrations/orders\n"
+        f"url: postgresql://shop:${{SHOP_DB_PASS}}@127.0.0.1:{port}/shop\n")})
+    proc = cli("plan", "v1", cwd=demo, env={"SHOP_DB_PASS": password}, check=1)
+    assert f"cannot connect to postgresql+psycopg://shop:***@127.0.0.1:{port}/shop" in proc.stderr, proc.stderr
+    for fragment in ("p@ss", "w0rd", "p%40ss", "%2Fw0rd"):
+        assert fragment not in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------ secrets: in release.yaml
+
+
 def _masking_time(text: str) -> float:
     """The best of three runs: one slow run on a busy machine is noise, not a trend."""
     from orchestrator.secrets import mask_text
