@@ -28,6 +28,7 @@ from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_s
 from .probes import read_live, read_state
 from .runs import RunResult
 from .secrets import mask_url
+from .secrets import register as register_secrets
 from .transports import TransportFactory, make_transports
 
 Confirm = Callable[[Plan], bool]
@@ -51,6 +52,7 @@ def journal_url(project_dir: Path | str, url: str | None) -> str:
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
     """Manifests, graph and migrations checked; every problem reported at once (exit 2)."""
     project = load_project(project_dir)
+    register_secrets(project.settings.secrets)
     g = graphs.build_graph(project)
     check_migrations(project)
     return project, g
@@ -170,6 +172,7 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
            transports: TransportFactory = make_transports) -> RunResult:
     """Undo the latest release from the journal, dependents first. Already reverted: no-op."""
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     url = journal_url(root, journal)
     j = Journal.open(url, create=False)
     if j is None:
@@ -200,6 +203,7 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     with every host and database down, and with broken manifests (said in `warnings`).
     `live` also asks the hosts' probes and the databases, and reports where they differ."""
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
     warnings: list[str] = []
     project = _project_for_status(root, live, warnings)
@@ -228,6 +232,15 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     return out
 
 
+def _register_settings_secrets(root: Path) -> None:
+    """`secrets:` of release.yaml, for the commands that work without the other manifests. A
+    broken file leaves nothing to register; reading the journal's address reports it if needed."""
+    try:
+        register_secrets(settings.load(root).secrets)
+    except InputError:
+        pass
+
+
 def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project | None:
     try:
         return load_project(root)
@@ -241,6 +254,7 @@ def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project 
 
 def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     j = Journal.open(journal_url(root, journal), create=False)
     if j is None:
         return []
@@ -254,6 +268,7 @@ def history(project_dir: Path | str, *, journal: str | None = None, limit: int =
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     j = Journal.open(journal_url(root, journal), create=False)
     if j is None:
         raise InputError("there is no journal here, so no lock to remove")

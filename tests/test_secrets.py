@@ -99,6 +99,25 @@ def test_variable_password_with_at_and_slash_reaches_the_right_server(tmp_path: 
 # ------------------------------------------------------------ secrets: in release.yaml
 
 
+def test_history_and_status_mask_listed_secrets_without_reading_the_manifests(tmp_path: Path) -> None:
+    # The secret reached the journal before it was listed (an older checkout without `secrets:`);
+    # once listed, `history` and `status` never show it, even with a service manifest broken.
+    key = "k3y-value-xyz"
+    root = project(tmp_path / "repo", {"web": "hosts: [app1]\ndeploy: 'echo \"failed with $API_KEY\" >&2; exit 1'\n"})
+    cli("apply", "v1", cwd=root, env={"API_KEY": key}, check=1)
+    assert key in json.dumps(json.loads(cli("history", "--json", cwd=root, env={"API_KEY": key}, check=0).stdout))
+    write(root, {"services.d/release.yaml": "secrets: [API_KEY]\n", "services.d/broken.yaml": "hosts: [\n"})
+    hist = cli("history", "--json", cwd=root, env={"API_KEY": key}, check=0)
+    assert "failed with ***" in hist.stdout and key not in hist.stdout + hist.stderr
+    port = closed_port()
+    journal = f"postgresql://release@127.0.0.1:{port}/journal?application_name={key}"
+    st = cli("status", "--journal", journal, cwd=root, env={"API_KEY": key}, check=1)
+    assert f"127.0.0.1:{port}" in st.stderr and key not in st.stdout + st.stderr
+
+
+# ------------------------------------------------------------- what commands inherit
+
+
 def _masking_time(text: str) -> float:
     """The best of three runs: one slow run on a busy machine is noise, not a trend."""
     from orchestrator.secrets import mask_text
