@@ -118,6 +118,20 @@ def test_history_and_status_mask_listed_secrets_without_reading_the_manifests(tm
 # ------------------------------------------------------------- what commands inherit
 
 
+def test_local_commands_do_not_inherit_the_tools_own_configuration(tmp_path: Path) -> None:
+    record = ('echo "journal=${RELEASE_JOURNAL-unset} fault=${RELEASE_FAULT-unset} '
+              'name=$RELEASE_NAME action=$RELEASE_ACTION project=$RELEASE_PROJECT_DIR" > env.txt')
+    root = project(tmp_path / "repo", {"web": f"hosts: [app1]\ndeploy: '{record}'\n"})
+    env = {"RELEASE_JOURNAL": f"sqlite:///{tmp_path}/elsewhere.db",
+           "RELEASE_FAULT": "after-intent:no-such-node"}  # a valid fault that never fires
+    cli("apply", "v1", cwd=root, env=env, check=0)
+    assert (tmp_path / "elsewhere.db").exists()  # the tool itself did use its journal
+    assert host_file(root, "env.txt") == f"journal=unset fault=unset name=v1 action=deploy project={root}\n"
+
+
+# ------------------------------------------------------------------- masking is linear
+
+
 def _masking_time(text: str) -> float:
     """The best of three runs: one slow run on a busy machine is noise, not a trend."""
     from orchestrator.secrets import mask_text
