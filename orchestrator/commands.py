@@ -22,13 +22,14 @@ from .errors import InputError, Interrupted, StepFailed
 from .journal import Journal, default_url
 from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
 from .logs import close_run_log, get_logger, open_run_log
-from .manifests import Project, load_project, merge_sources
+from .manifests import Project, load_project
 from .migrations import resolve_url
-from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
+from .plan import MIGRATE, Plan, check_migrations, check_release_name, make_plan, runner_for
 from .probes import read_live, read_state
 from .runs import RunResult
 from .secrets import mask_url
 from .secrets import register as register_secrets
+from .sources import journal_copy, merge_copies
 from .transports import TransportFactory, make_transports
 
 Confirm = Callable[[Plan], bool]
@@ -154,14 +155,14 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
 
 def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, over_revert: bool) -> int:
     # `downgrades`: the databases this release moves down, so that its revert takes them up first.
+    copy = journal_copy(project)
     if resume_of is None:
-        return j.begin_release(p.release, p.previous, {"sources": journal_sources(project.sources),
-                                                       "downgrades": p.downgrades})
+        return j.begin_release(p.release, p.previous, {**copy, "downgrades": p.downgrades})
     # Today's manifests join the first attempt's copy: revert must know the commands and
     # services this attempt runs (a deploy fixed between attempts, a service added).
     before = j.get(resume_of).manifests
     j.claim_release(resume_of, {
-        "sources": merge_sources(before.get("sources") or {}, journal_sources(project.sources)),
+        **merge_copies(before, copy),
         "downgrades": sorted(set(before.get("downgrades") or []) | set(p.downgrades))})
     j.set_state(resume_of, ReleaseState.IN_PROGRESS, clear_revert=over_revert)
     return resume_of

@@ -52,6 +52,20 @@ def closed_port() -> int:
 # --------------------------------------------------------------- what a revert runs
 
 
+def test_revert_runs_urls_of_the_applied_command_byte_for_byte(tmp_path: Path) -> None:
+    # The deploy names an image by registry port and digest, and an artifact URL with the token
+    # it needs: neither may reach the revert as `***`.
+    deploy = f"printf '%s\\n' \"$RELEASE_ACTION ${{RELEASE_VERSION:-none}} {REGISTRY} {ARTIFACT}\" >> pulled.log\n"
+    root = project(tmp_path / "repo", {"web": f"hosts: [app1]\ndeploy: |\n  {deploy}"})
+    cli("apply", "v1", cwd=root, check=0)
+    assert host_file(root, "pulled.log") == f"deploy v1 {REGISTRY} {ARTIFACT}\n"
+    # `git revert` of the release repository: the file on disk is not the applied one any more.
+    write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > other.log\n"})
+    cli("revert", cwd=root, check=0)
+    assert host_file(root, "pulled.log").splitlines()[-1] == f"revert none {REGISTRY} {ARTIFACT}"
+    assert host_file(root, "other.log") == ""
+
+
 def token_service() -> str:
     # The token is written into the manifest itself; the command records a digest of the token
     # it received, and prints the token (output masking is checked too).
@@ -63,6 +77,105 @@ def token_service() -> str:
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16] + "\n"
+
+
+def test_secret_value_in_a_manifest_is_journaled_as_a_reference_and_resolved_at_revert(tmp_path: Path) -> None:
+    root = project(tmp_path / "repo", {"web": token_service()})
+    env = {"API_TOKEN": TOKEN}
+    outputs = [cli("apply", "v1", "-v", cwd=root, env=env, check=0)]
+    assert host_file(root, "used-token") == digest(TOKEN)
+    write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > used-token\n"})
+    outputs.append(cli("revert", "-v", cwd=root, env=env, check=0))
+    # The revert ran the applied command, token included, from the environment.
+    assert host_file(root, "used-token") == digest(TOKEN)
+    assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
+    written = journal_bytes(root)
+    assert written and TOKEN.encode() not in written
+    assert b"${API_TOKEN}" in written  # the journal's copy says where it goes
+    seen = "".join(p.stdout + p.stderr for p in outputs) + logs(root)
+    assert "with ***" in seen and TOKEN not in seen
+
+
+def test_revert_refuses_when_a_referenced_secret_is_not_set(tmp_path: Path) -> None:
+    root = project(tmp_path / "repo", {"web": token_service()})
+    cli("apply", "v1", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
+    write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > used-token\n"})
+    before = host_file(root, "actions.log")
+    proc = cli("revert", cwd=root, check=2)
+    assert "API_TOKEN" in proc.stderr and "services.d/web.yaml" in proc.stderr, proc.stderr
+    assert "nothing was reverted" in proc.stderr
+    # Nothing ran, and the release is still applied: once the variable is set, revert works.
+    assert host_file(root, "actions.log") == before and host_file(root, "used-token") == digest(TOKEN)
+    assert json.loads(cli("status", "--json", cwd=root, check=0).stdout)["state"] == "applied"
+    cli("revert", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
+    assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
+
+
+def test_references_survive_a_resumed_apply_that_drops_the_service(tmp_path: Path) -> None:
+    # Attempt 1 deploys web (with the token) and fails on api; attempt 2 no longer has web (its
+    # file was removed): the first attempt's copy of web is kept, reference and all.
+    broken = "hosts: [app1]\ndepends_on: [web]\ndeploy: exit 3\n"
+    root = project(tmp_path / "repo", {"web": token_service(), "api": broken})
+    env = {"API_TOKEN": TOKEN}
+    assert cli("apply", "v1", cwd=root, env=env).returncode == 1
+    (root / "services.d" / "web.yaml").unlink()
+    write(root, {"services.d/api.yaml": "hosts: [app1]\ndeploy: echo api >> api.log\n"})
+    cli("apply", "v1", cwd=root, env=env, check=0)
+    cli("revert", cwd=root, env=env, check=0)
+    assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
+    assert TOKEN.encode() not in journal_bytes(root)
+
+
+def test_revert_refuses_a_journal_copy_masked_by_an_older_version(tmp_path: Path) -> None:
+    # Journals written before references existed masked every URL password in the copy. Such a
+    # copy is run only where the file on disk shows what was masked; otherwise revert refuses.
+    deploy = f"printf '%s\\n' \"$RELEASE_ACTION {ARTIFACT}\" >> pulled.log\n"
+    applied = f"hosts: [app1]\ndeploy: |\n  {deploy}"
+    root = project(tmp_path / "repo", {"web": applied})
+    cli("apply", "v1", cwd=root, check=0)
+    con = sqlite3.connect(root / ".release" / "journal.db")
+    with con:
+        (manifests,) = con.execute("select manifests from releases").fetchone()
+        old = json.loads(manifests)
+        old = {"sources": {p: t.replace("user:tok3n@", "user:***@") for p, t in old["sources"].items()},
+               "downgrades": old["downgrades"]}
+        con.execute("update releases set manifests = ?", (json.dumps(old),))
+    con.close()
+    write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > other.log\n"})
+    proc = cli("revert", cwd=root, check=2)
+    assert "services.d/web.yaml: service web" in proc.stderr and "older version" in proc.stderr, proc.stderr
+    assert host_file(root, "pulled.log").splitlines() == [f"deploy {ARTIFACT}"]
+    # The file as it was applied gives the password back: the revert runs exactly that.
+    write(root, {"services.d/web.yaml": applied})
+    cli("revert", cwd=root, check=0)
+    assert host_file(root, "pulled.log").splitlines()[-1] == f"revert {ARTIFACT}"
+
+
+# ---------------------------------------------------------- passwords of database URLs
+
+
+def test_query_string_password_is_kept_out_of_the_journal_and_revert_needs_it(tmp_path: Path) -> None:
+    secret = "Qs3cret-in-query"
+    demo = copy_demo(tmp_path / "repo")
+    db = demo / "services.d" / "orders-db.yaml"
+    applied = db.read_text().replace("sqlite:///.release/orders.db", f"sqlite:///.release/orders.db?password={secret}")
+    write(demo, {"services.d/orders-db.yaml": applied})
+    outputs = [cli("apply", "v1", "-v", cwd=demo, check=0)]
+    assert revision(demo / ".release" / "orders.db") == "o3_status"
+    written = journal_bytes(demo)
+    assert secret.encode() not in written and b"?password=***" in written
+    # The database moved (`git checkout` of another commit): today's manifests no longer have
+    # this URL's password, so revert refuses before it changes anything, and says what to do.
+    write(demo, {"services.d/orders-db.yaml": applied.replace(".release/orders.db", ".release/moved.db")})
+    proc = cli("revert", cwd=demo, check=2)
+    outputs.append(proc)
+    assert "database orders-db" in proc.stderr and "${VAR}" in proc.stderr, proc.stderr
+    assert current(demo, "app1", "orders") == "v1" and revision(demo / ".release" / "orders.db") == "o3_status"
+    # Back as applied: the password comes from today's file, and the revert goes through.
+    write(demo, {"services.d/orders-db.yaml": "# as of v1\n" + applied})
+    outputs.append(cli("revert", cwd=demo, check=0))
+    assert revision(demo / ".release" / "orders.db") is None and current(demo, "app1", "orders") is None
+    assert secret not in "".join(p.stdout + p.stderr for p in outputs) + logs(demo)
 
 
 def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) -> None:
@@ -97,6 +210,18 @@ def test_variable_password_with_at_and_slash_reaches_the_right_server(tmp_path: 
 
 
 # ------------------------------------------------------------ secrets: in release.yaml
+
+
+def test_listed_secrets_are_masked_whatever_their_names_and_lengths(tmp_path: Path) -> None:
+    key, short = "k3y-value-xyz", "Qz7"
+    service = ("hosts: [app1]\n"
+               f"deploy: 'echo \"key {key} is $API_KEY, pass $PGPASS\"; echo \"pass $PGPASS\" >&2; exit 1'\n")
+    root = project(tmp_path / "repo", {"web": service}, settings="secrets: [API_KEY, PGPASS]\n")
+    proc = cli("apply", "v1", "-v", cwd=root, env={"API_KEY": key, "PGPASS": short}, check=1)
+    assert "key *** is ***, pass ***" in proc.stderr, proc.stderr
+    seen = proc.stdout + proc.stderr + logs(root)
+    assert key not in seen and short not in seen
+    assert key.encode() not in journal_bytes(root)
 
 
 def test_history_and_status_mask_listed_secrets_without_reading_the_manifests(tmp_path: Path) -> None:
