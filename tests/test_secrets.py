@@ -178,13 +178,18 @@ def test_query_string_password_is_kept_out_of_the_journal_and_revert_needs_it(tm
     assert secret not in "".join(p.stdout + p.stderr for p in outputs) + logs(demo)
 
 
-def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) -> None:
-    secret = "Qs3cret-in-query"
+def orders_db_unreachable(tmp_path: Path, url: str) -> tuple[Path, int]:
+    """The demo with orders-db at `url`, whose PORT is one nothing listens on."""
     demo = copy_demo(tmp_path / "repo")
     port = closed_port()
     write(demo, {"services.d/orders-db.yaml": (
-        "kind: database\nmigrations: migrations/orders\n"
-        f"url: postgresql://shop@127.0.0.1:{port}/shop?password={secret}\n")})
+        f"kind: database\nmigrations: migrations/orders\nurl: {url.replace('PORT', str(port))}\n")})
+    return demo, port
+
+
+def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) -> None:
+    secret = "Qs3cret-in-query"
+    demo, port = orders_db_unreachable(tmp_path, f"postgresql://shop@127.0.0.1:PORT/shop?password={secret}")
     proc = cli("plan", "v1", cwd=demo, check=1)
     assert "orders-db" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr and "password=***" in proc.stderr
     assert secret not in proc.stdout + proc.stderr
@@ -198,11 +203,7 @@ def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) 
 def test_variable_password_with_at_and_slash_reaches_the_right_server(tmp_path: Path) -> None:
     # SHOP_DB_PASS is not named like a secret: only parsing the URL keeps it out of the output.
     password = "p@ss/w0rd:x"
-    demo = copy_demo(tmp_path / "repo")
-    port = closed_port()
-    write(demo, {"services.d/orders-db.yaml": (
-        "kind: database\nmigrations: migrations/orders\n"
-        f"url: postgresql://shop:${{SHOP_DB_PASS}}@127.0.0.1:{port}/shop\n")})
+    demo, port = orders_db_unreachable(tmp_path, "postgresql://shop:${SHOP_DB_PASS}@127.0.0.1:PORT/shop")
     proc = cli("plan", "v1", cwd=demo, env={"SHOP_DB_PASS": password}, check=1)
     assert f"cannot connect to postgresql+psycopg://shop:***@127.0.0.1:{port}/shop" in proc.stderr, proc.stderr
     for fragment in ("p@ss", "w0rd", "p%40ss", "%2Fw0rd"):
