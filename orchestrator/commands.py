@@ -27,15 +27,16 @@ from .journal import Journal, Step, default_url
 from .lifecycle import (Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert,
                         resumes)
 from .logs import close_run_log, get_logger, open_run_log
-from .manifests import Project, load_project, merge_sources
+from .manifests import Project, load_project
 from .migrations import resolve_url
 from .notify import Notifier
-from .plan import (MIGRATE, Plan, check_migrations, check_release_name, journal_sources, journaled_project,
-                   make_plan, runner_for)
+from .plan import MIGRATE, Plan, check_migrations, check_release_name, make_plan, runner_for
 from .probes import ProbeFailed, read_live, read_state
 from .runs import RunResult
 from .scope import Scope
 from .secrets import mask_url
+from .secrets import register as register_secrets
+from .sources import journal_copy, journaled_project, merge_copies
 from .transports import TransportFactory, make_transports
 
 Confirm = Callable[[Plan], bool]
@@ -59,6 +60,7 @@ def journal_url(project_dir: Path | str, url: str | None) -> str:
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
     """Manifests, graph and migrations checked; every problem reported at once (exit 2)."""
     project = load_project(project_dir)
+    register_secrets(project.settings.secrets)
     g = graphs.build_graph(project)
     check_migrations(project)
     return project, g
@@ -191,7 +193,7 @@ def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: Tr
         return read_live(project, name, transports, parallelism)[0]
     except ProbeFailed as exc:
         if not resumes(j.latest(), name):
-            release_id = j.begin_release(name, j.last_applied_name(), {"sources": journal_sources(project.sources)})
+            release_id = j.begin_release(name, j.last_applied_name(), journal_copy(project))
             j.set_state(release_id, ReleaseState.FAILED, message=str(exc))
         raise HostUnreachable(exc.message, problems=exc.problems) from None
 
@@ -214,14 +216,15 @@ def _open_record(j: Journal, p: Plan, project: Project, resume_of: int | None, o
     # `run_by` and `git`: who ran it from which commit of the release repository (for `history`
     # and `show`), kept here rather than in columns of their own; a resumed apply records its own.
     about = {"run_by": _run_by(j.hostname), "git": _git_state(project)}
+    copy = journal_copy(project)
     if resume_of is None:
-        return j.begin_release(p.release, p.previous, {"sources": journal_sources(project.sources),
-                                                       "downgrades": p.downgrades, "scope": p.scope.to_json(), **about})
+        return j.begin_release(p.release, p.previous, {**copy, "downgrades": p.downgrades,
+                                                       "scope": p.scope.to_json(), **about})
     # Today's manifests join the first attempt's copy: revert must know the commands and
     # services this attempt runs (a deploy fixed between attempts, a service added).
     before = j.get(resume_of).manifests
     j.claim_release(resume_of, {
-        "sources": merge_sources(before.get("sources") or {}, journal_sources(project.sources)),
+        **merge_copies(before, copy),
         "downgrades": sorted(set(before.get("downgrades") or []) | set(p.downgrades)), **about})
     j.set_state(resume_of, ReleaseState.IN_PROGRESS, clear_revert=over_revert)
     return resume_of
@@ -266,6 +269,7 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
     """Undo the latest release from the journal, dependents first. Already reverted: no-op.
     Notifications and reports as for `apply`."""
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     url = journal_url(root, journal)
     j = Journal.open(url, create=False)
     if j is None:
@@ -300,6 +304,7 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     with every host and database down, and with broken manifests (said in `warnings`).
     `live` also asks the hosts' probes and the databases, and reports where they differ."""
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
     warnings: list[str] = []
     project = _project_for_status(root, live, warnings)
@@ -328,6 +333,15 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     return out
 
 
+def _register_settings_secrets(root: Path) -> None:
+    """`secrets:` of release.yaml, for the commands that work without the other manifests. A
+    broken file leaves nothing to register; reading the journal's address reports it if needed."""
+    try:
+        register_secrets(settings.load(root).secrets)
+    except InputError:
+        pass
+
+
 def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project | None:
     try:
         return load_project(root)
@@ -342,6 +356,7 @@ def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project 
 def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Releases, newest first: state, times (ISO 8601, UTC), who ran them from which commit."""
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     j = Journal.open(journal_url(root, journal), create=False)
     if j is None:
         return []
@@ -433,9 +448,9 @@ def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[
         done = nothing_to_revert(release)
         if done:
             return {**out, "nothing_to_revert": done}
-        project = journaled_project(root, release.manifests.get("sources"))
         services, databases = runs.changes_to_revert(j.steps(release.id, Phase.APPLY),
                                                      j.steps(release.id, Phase.REVERT))
+        project = journaled_project(root, release.manifests, databases)
         missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
         if missing:
             raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
@@ -466,6 +481,7 @@ def schema(kind: str = "all") -> dict[str, Any]:
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
     root = Path(project_dir).resolve()
+    _register_settings_secrets(root)
     j = Journal.open(journal_url(root, journal), create=False)
     if j is None:
         raise InputError("there is no journal here, so no lock to remove")

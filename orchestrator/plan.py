@@ -12,10 +12,11 @@ from . import graph as graphs
 from .errors import InputError, ReleaseError
 from .journal import Journal
 from .lifecycle import ReleaseState, plan_notes, resumes
-from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec, load_project, read_sources
+from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec
 from .migrations import MigrationRunner, resolve_url, risks, static
 from .scope import EXCLUDED, Scope, narrow
-from .secrets import MASK, has_masked_password, mask_url
+from .secrets import has_masked_password
+from .sources import MISSING_PASSWORD
 
 DEPLOY, MIGRATE, UNCHANGED = "deploy", "migrate", "unchanged"
 
@@ -88,45 +89,9 @@ def check_release_name(name: str) -> str:
     return name
 
 
-def journal_sources(sources: dict[str, str]) -> dict[str, str]:
-    """The manifests as the journal keeps them: passwords written into URLs masked (SPEC §4)."""
-    return {path: mask_url(text) for path, text in sources.items()}
-
-
-def journaled_project(root: Path, sources: dict[str, str] | None) -> Project:
-    """The project a release was applied with, from the journal's copy of its manifests.
-
-    The copy has no passwords (`journal_sources`); they come back from today's manifests: a file
-    that differs from the copy only by them, or else a database of the same name whose URL does.
-    A password given as `${VAR}` needs neither: it is read from the environment.
-    """
-    if sources is None:
-        return load_project(root)
-    try:
-        today = read_sources(Path(root).resolve())
-    except InputError:
-        today = {}
-    merged = {path: today[path] if MASK in text and path in today and mask_url(today[path]) == text
-              else text for path, text in sources.items()}
-    project = load_project(root, sources=merged)
-    masked = [n for n, s in project.databases.items() if has_masked_password(s.url)]
-    if masked:
-        try:
-            now = load_project(root).databases
-        except InputError:
-            now = {}
-        for name in masked:
-            spec = project.databases[name]
-            if name in now and mask_url(now[name].url) == spec.url:
-                project.nodes[name] = spec.model_copy(update={"url": now[name].url})
-    return project
-
-
 def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | None = None) -> MigrationRunner:
-    if has_masked_password(spec.url):
-        raise InputError(
-            f"database {spec.name}: url: the journal keeps manifests without passwords, and no manifest "
-            f"today has this URL with its password; give the password as ${{VAR}} from the environment")
+    if has_masked_password(spec.url):  # a revert's copy of the manifests, never run as it stands
+        raise InputError(f"database {spec.name}: {MISSING_PASSWORD}")
     url = resolve_url(spec.url, project.root, node=spec.name)
     return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations), spec.timeout)
 

@@ -18,9 +18,10 @@ from .faults import FaultPoints
 from .journal import Journal, Step
 from .lifecycle import Outcome, Phase, Release, ReleaseState, RevertState, revert_outcome, run_outcome
 from .manifests import Project
-from .plan import Plan, journaled_project
+from .plan import Plan
 from .rollout import HostChange, Job, Rollout
 from .schema import Schema
+from .sources import journaled_project
 from .steps import Run, StepReport
 from .supervise import supervise
 from .transports import TransportFactory
@@ -131,8 +132,8 @@ async def revert(root: Path, j: Journal, release: Release, parallelism: int, fac
                  force: bool, events: Events = no_events) -> RunResult:
     # The manifests journaled with the release, not today's checkout: a `git revert` of the
     # release repository must not change what undoing the release means.
-    project = journaled_project(root, release.manifests.get("sources"))
     services, databases = changes_to_revert(j.steps(release.id, Phase.APPLY), j.steps(release.id, Phase.REVERT))
+    project = journaled_project(root, release.manifests, databases)
     missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
     if missing:
         raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationStep
@@ -45,6 +46,7 @@ T = TypeVar("T")
 _VERB = {"up": "upgrade", "down": "downgrade"}
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_AUTHORITY_END = re.compile(r"[/?#]")
 _PG_DRIVERS = {"postgres", "postgresql", "postgresql+psycopg"}
 _CONNECT_TIMEOUT = 10  # seconds; an unreachable server should fail a step, not hang it
 
@@ -55,7 +57,8 @@ _CONNECT_TIMEOUT = 10  # seconds; an unreachable server should fail a step, not 
 def resolve_url(url: str, project_root: Path, *, node: str | None = None) -> str:
     """The SQLAlchemy URL the runner connects to: variables substituted, paths anchored, driver fixed.
 
-    `${VAR}` comes from the environment; a relative sqlite path is relative to `project_root`
+    `${VAR}` comes from the environment (percent-encoded where it is a password or a query
+    parameter's value); a relative sqlite path is relative to `project_root`
     (not to whatever directory the tool was started from); `postgresql://` means psycopg 3.
     """
     where = f"database {node}: " if node else ""
@@ -65,7 +68,7 @@ def resolve_url(url: str, project_root: Path, *, node: str | None = None) -> str
             f"{where}url: environment variable{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)} not set"
         )
-    url = _VAR_RE.sub(lambda m: os.environ[m.group(1)], url)
+    url = _substitute(url)
     try:
         u = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -78,6 +81,31 @@ def resolve_url(url: str, project_root: Path, *, node: str | None = None) -> str
             path = Path(project_root) / path
         u = u.set(database=str(path))
     return u.render_as_string(hide_password=False)
+
+
+def _substitute(url: str) -> str:
+    """`${VAR}`s replaced by their values. A value that is a password or a query parameter's value
+    is percent-encoded: the variable holds the password itself, and an `@`, `/` or `?` in it must
+    not end the field (`p@ss/word` would make `ss` the host). Elsewhere (a whole URL, a host, a
+    path) the value goes in as it is."""
+    scheme = url.find("://")
+    colon = at = query = -1
+    if scheme != -1:
+        m = _AUTHORITY_END.search(url, scheme + 3)
+        end = m.start() if m else len(url)
+        at = url.rfind("@", scheme + 3, end)
+        colon = url.find(":", scheme + 3, at) if at != -1 else -1
+        query = url.find("?", end)
+
+    def value(m: re.Match[str]) -> str:
+        raw = os.environ[m.group(1)]
+        pos = m.start()
+        in_password = colon != -1 and colon < pos < at
+        in_query_value = query != -1 and pos > query and url.rfind("=", query, pos) > max(
+            url.rfind("&", query, pos), query)
+        return quote(raw, safe="") if in_password or in_query_value else raw
+
+    return _VAR_RE.sub(value, url)
 
 
 def _sqlite_file(database: str | None) -> str | None:

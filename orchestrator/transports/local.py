@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from ..environment import inherited_env
 from .base import Command, CommandResult, Transport, tail
 
 KILL_GRACE = 3.0
@@ -126,7 +126,7 @@ class LocalTransport(Transport):
 
     async def run(self, command: Command) -> CommandResult:
         self.root.mkdir(parents=True, exist_ok=True)
-        return await run_shell(command.script, cwd=self.root, env={**os.environ, **command.env},
+        return await run_shell(command.script, cwd=self.root, env={**inherited_env(), **command.env},
                                timeout=command.timeout, running=self._running)
 
     def has_state(self) -> bool:
