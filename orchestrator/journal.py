@@ -25,7 +25,7 @@ from sqlalchemy import event
 from .errors import InputError, JournalError, ReleaseError
 from .journal_schema import archives, current_versions, events, releases, steps
 from .lifecycle import Outcome, Release, ReleaseState
-from .lock import SCHEMA_ADVISORY_KEY, ReleaseLock, holder_gone, process_start
+from .lock import PID_NS, SCHEMA_ADVISORY_KEY, ReleaseLock, holder_gone, process_start
 from .secrets import mask_text, mask_url
 
 MIGRATIONS = Path(__file__).parent / "journal_migrations"
@@ -159,7 +159,9 @@ class Journal:
                 f"journal {mask_url(self.url)}: schema revision {', '.join(unknown)} is newer than this "
                 "release tool knows; upgrade the tool"
             )
-        if create and tuple(heads) != tuple(script.get_heads()):
+        # A journal of an older version is brought up to date by any command, read-only ones too:
+        # they read today's columns. Only a command that writes makes an empty database a journal.
+        if (create or tables) and tuple(heads) != tuple(script.get_heads()):
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))
             with self.engine.begin() as conn:
@@ -182,7 +184,7 @@ class Journal:
             previous=row.previous, started_at=row.started_at, finished_at=row.finished_at,
             hostname=row.hostname, pid=row.pid, proc_start=row.proc_start,
             manifests=json.loads(row.manifests or "{}"), message=row.message,
-            holder_gone=holder_gone(row.hostname, row.pid, row.proc_start), steps_run=steps_run,
+            holder_gone=holder_gone(row.hostname, row.pid, row.proc_start, row.pid_ns), steps_run=steps_run,
         )
 
     def releases(self, limit: int | None = None) -> list[Release]:
@@ -220,7 +222,7 @@ class Journal:
         with self.engine.begin() as conn:
             res = conn.execute(releases.insert().values(
                 name=name, state=ReleaseState.IN_PROGRESS, previous=previous, started_at=time.time(),
-                hostname=self.hostname, pid=pid, proc_start=process_start(pid),
+                hostname=self.hostname, pid=pid, proc_start=process_start(pid), pid_ns=PID_NS,
                 manifests=json.dumps(manifests),
             ))
             return int(res.inserted_primary_key[0])
@@ -229,7 +231,8 @@ class Journal:
         """A resumed apply or a revert: this process now owns the record. A resumed apply also
         replaces the journaled manifests (the caller merges both attempts' copies)."""
         pid = os.getpid()
-        values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid)}
+        values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid),
+                                  "pid_ns": PID_NS}
         if manifests is not None:
             values["manifests"] = json.dumps(manifests)
         with self.engine.begin() as conn:

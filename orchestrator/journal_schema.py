@@ -14,6 +14,7 @@ releases = sa.Table(
     sa.Column("started_at", sa.Float), sa.Column("finished_at", sa.Float),
     sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
     sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text), sa.Column("message", sa.Text),
+    sa.Column("pid_ns", sa.BigInteger),
 )
 steps = sa.Table(
     "steps", md,
@@ -42,6 +43,7 @@ lock_table = sa.Table(
     sa.Column("owner", sa.String(255)), sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
     sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255)),
     sa.Column("since", sa.Float), sa.Column("heartbeat", sa.Float),
+    sa.Column("pid_ns", sa.BigInteger), sa.Column("run_id", sa.String(64)),
 )
 events = sa.Table(
     "events", md,
