@@ -19,7 +19,7 @@ import networkx as nx
 from . import graph as graphs
 from . import runs, settings
 from .errors import InputError, Interrupted, StepFailed
-from .journal import Journal, default_url
+from .journal import Journal, default_url, normalise_url
 from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
@@ -48,6 +48,18 @@ def journal_url(project_dir: Path | str, url: str | None) -> str:
     return default_url(root)
 
 
+def _journal(root: Path, url: str | None, *, create: bool) -> Journal | None:
+    """The project's view of its journal: only its own records (see settings.project_id)."""
+    chosen = journal_url(root, url)
+    return Journal.open(chosen, create=create, project=_project(root, chosen))
+
+
+def _project(root: Path, chosen: str) -> str:
+    declared = settings.load(root).journal
+    own = {normalise_url(u) for u in (default_url(root), journal_url(root, declared) if declared else None) if u}
+    return settings.project_id(root, own_journal=normalise_url(chosen) in own)
+
+
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
     """Manifests, graph and migrations checked; every problem reported at once (exit 2)."""
     project = load_project(project_dir)
@@ -71,7 +83,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     """The dry run: reads the journal, the databases and the hosts' probes; creates nothing."""
     check_release_name(name)
     project, g = load(project_dir)
-    j = Journal.open(journal_url(project.root, journal), create=False)
+    j = _journal(project.root, journal, create=False)
     try:
         live, _ = read_live(project, name, transports, parallelism)
         return make_plan(project, g, j, name, force, live)
@@ -92,8 +104,13 @@ def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) 
 
 @contextmanager
 def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[Journal]:
-    j = Journal.open(journal_url(root, url), create=True)
+    j = _journal(root, url, create=True)
     assert j is not None
+    if settings.load(root).project is None and j.project != settings.DEFAULT_PROJECT:
+        get_logger().warning("journal.project_unnamed", message=(
+            f"the journal {mask_url(j.url)} may be shared by other projects; this one is {j.project!r} "
+            "there (after its directory or git repository): set `project:` in services.d/release.yaml so that every "
+            "checkout is the same project"))
     try:
         j.lock.acquire(command, wait=wait)
         try:
@@ -171,7 +188,7 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
     """Undo the latest release from the journal, dependents first. Already reverted: no-op."""
     root = Path(project_dir).resolve()
     url = journal_url(root, journal)
-    j = Journal.open(url, create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
     j.close()
@@ -203,7 +220,7 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
     warnings: list[str] = []
     project = _project_for_status(root, live, warnings)
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is not None:
         try:
             latest = j.latest()
@@ -241,7 +258,7 @@ def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project 
 
 def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     root = Path(project_dir).resolve()
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         return []
     try:
@@ -254,7 +271,7 @@ def history(project_dir: Path | str, *, journal: str | None = None, limit: int =
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
     root = Path(project_dir).resolve()
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise InputError("there is no journal here, so no lock to remove")
     try:

@@ -1,4 +1,4 @@
-"""The release lock: one apply or revert at a time per journal.
+"""The release lock: one apply or revert at a time per project in a journal.
 
 A row in the journal's `lock` table names the holder (user, host, PID namespace, PID, process
 start time, and the mark its local commands carry); on PostgreSQL a session advisory lock is held
@@ -11,6 +11,7 @@ by its heartbeat. Taking over a dead holder's lock first kills its commands stil
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import socket
 import sys
@@ -27,8 +28,14 @@ from .logs import get_logger
 from .transports.local import RUN_ID, kill_commands
 
 STALE_HEARTBEAT = 120.0  # a foreign host's lock not refreshed for this long is reported stale
-ADVISORY_KEY = 0x72656C65  # "rele"
-SCHEMA_ADVISORY_KEY = ADVISORY_KEY + 1  # creating the journal's schema, not the release lock
+ADVISORY_KEY = 0x72656C65  # "rele": the first of the two keys of every project's advisory lock
+
+
+def advisory_keys(project: str) -> dict[str, int]:
+    """The PostgreSQL advisory lock of `project`: ("rele", 32 bits of a hash of its id). Two
+    projects whose hashes collide share it, and one then waits for the other: safe, never both."""
+    digest = hashlib.sha256(project.encode()).digest()
+    return {"k1": ADVISORY_KEY, "k2": int.from_bytes(digest[:4], "big", signed=True)}
 
 
 def _pid_namespace() -> int | None:
@@ -87,10 +94,13 @@ def _holder_message(row: Any, *, stale: bool) -> str:
 
 
 class ReleaseLock:
-    """The lock of one journal's engine. `acquire` ... `release`; `heartbeat` while held."""
+    """The lock of one project in a journal. `acquire` ... `release`; `heartbeat` while held."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, project: str) -> None:
         self.engine = engine
+        self.project = project
+        self._mine = lock_table.c.project == project
+        self._keys = advisory_keys(project)
         self.hostname = socket.gethostname()
         self.lock_id: str | None = None
         self._advisory: sa.Connection | None = None
@@ -112,7 +122,7 @@ class ReleaseLock:
 
     def _take_advisory(self) -> None:
         conn = self.engine.connect()
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys).scalar()
         conn.commit()
         if got:
             self._advisory = conn
@@ -130,13 +140,13 @@ class ReleaseLock:
         if self._is_pg and self._advisory is None:
             self._take_advisory()
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(lock_table)).first()
+            row = conn.execute(sa.select(lock_table).where(self._mine)).first()
             if row is not None:
                 self._take_over(conn, row)
             lock_id = uuid.uuid4().hex[:12]
             now, pid = time.time(), os.getpid()
             conn.execute(lock_table.insert().values(
-                id=1, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
+                project=self.project, lock_id=lock_id, owner=getpass.getuser(), hostname=self.hostname, pid=pid,
                 proc_start=process_start(pid), pid_ns=PID_NS, run_id=RUN_ID, command=command, since=now,
                 heartbeat=now))
         self.lock_id = lock_id
@@ -156,22 +166,23 @@ class ReleaseLock:
         why = "whose process is gone" if here else "whose PostgreSQL session is gone"
         detail = (f"took over lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} "
                   f"({row.command}), {why}; {_stop_commands(row, here)}")
-        conn.execute(lock_table.delete())
-        conn.execute(events.insert().values(ts=time.time(), event="lock_takeover", detail=detail))
+        conn.execute(lock_table.delete().where(self._mine))
+        conn.execute(events.insert().values(ts=time.time(), project=self.project, event="lock_takeover",
+                                            detail=detail))
         # Said on stderr too: whoever runs the revert after a crash should know.
         get_logger().warning("lock.takeover", message=detail)
 
     def _row(self) -> Any:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(lock_table)).first()
+            return conn.execute(sa.select(lock_table).where(self._mine)).first()
 
     def _holder_alive(self, row: Any) -> str | None:
         """Why the lock's holder counts as alive, or None when it looks gone."""
         if self._is_pg:
             with self.engine.connect() as probe:
-                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys).scalar()
                 if got:
-                    probe.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                    probe.execute(sa.text("SELECT pg_advisory_unlock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys)
                 probe.commit()
             if not got:
                 return "its session still holds the PostgreSQL advisory lock"
@@ -210,7 +221,7 @@ class ReleaseLock:
         """Remove a stale lock: never one whose holder is known to be alive, which would let a
         second apply run beside it."""
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(lock_table)).first()
+            row = conn.execute(sa.select(lock_table).where(self._mine)).first()
             if row is None:
                 raise InputError("there is no release lock to remove")
             if row.lock_id != lock_id:
@@ -220,8 +231,9 @@ class ReleaseLock:
                 raise LockHeld(f"{_holder_message(row, stale=False)}: not stale ({alive}); nothing removed")
             detail = (f"lock {row.lock_id} of {row.owner}@{row.hostname} pid {row.pid} removed by hand; "
                       f"{_stop_commands(row, same_machine(row.hostname, row.pid_ns))}")
-            conn.execute(lock_table.delete())
-            conn.execute(events.insert().values(ts=time.time(), event="unlock", detail=detail))
+            conn.execute(lock_table.delete().where(self._mine))
+            conn.execute(events.insert().values(ts=time.time(), project=self.project, event="unlock",
+                                                detail=detail))
 
 
 def _stop_commands(row: Any, here: bool) -> str:

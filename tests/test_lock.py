@@ -134,6 +134,7 @@ def test_reused_pid_is_not_the_holder(applied: Path, tmp_path: Path) -> None:
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
 def test_takeover_kills_the_dead_holders_commands(applied: Path, tmp_path: Path) -> None:
     """The holder is gone but one of its commands still runs (here this test process stands in
     for whatever kept it alive: its runner is alive, so it is not killed with the holder): the
