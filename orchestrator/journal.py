@@ -208,9 +208,9 @@ class Journal:
         pid = os.getpid()
         with self.engine.begin() as conn:
             res = conn.execute(releases.insert().values(
-                project=self.owner, name=name, state=ReleaseState.IN_PROGRESS, previous=previous, started_at=time.time(),
-                hostname=self.hostname, pid=pid, proc_start=process_start(pid), pid_ns=PID_NS,
-                manifests=json.dumps(manifests),
+                project=self.owner, name=name, state=ReleaseState.IN_PROGRESS, previous=previous,
+                started_at=time.time(), hostname=self.hostname, pid=pid, proc_start=process_start(pid),
+                pid_ns=PID_NS, manifests=json.dumps(manifests),
             ))
             return int(res.inserted_primary_key[0])
 

@@ -38,6 +38,10 @@ def advisory_keys(project: str) -> dict[str, int]:
     return {"k1": ADVISORY_KEY, "k2": int.from_bytes(digest[:4], "big", signed=True)}
 
 
+_TRY_ADVISORY = sa.text("SELECT pg_try_advisory_lock(CAST(:k1 AS integer), CAST(:k2 AS integer))")
+_DROP_ADVISORY = sa.text("SELECT pg_advisory_unlock(CAST(:k1 AS integer), CAST(:k2 AS integer))")
+
+
 def _pid_namespace() -> int | None:
     if sys.platform != "linux":
         return 0  # no PID namespaces: one per machine
@@ -122,7 +126,7 @@ class ReleaseLock:
 
     def _take_advisory(self) -> None:
         conn = self.engine.connect()
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys).scalar()
+        got = conn.execute(_TRY_ADVISORY, self._keys).scalar()
         conn.commit()
         if got:
             self._advisory = conn
@@ -160,7 +164,7 @@ class ReleaseLock:
         here = same_machine(row.hostname, row.pid_ns)
         alive = here and process_alive(row.pid, row.proc_start)
         if alive or not (here or self._is_pg):
-            self.close()  # a live holder whose session broke must be able to get the advisory lock back
+            self.close()  # the advisory lock is not ours to keep while its holder lives
             stale = not here and time.time() - row.heartbeat > STALE_HEARTBEAT
             raise LockHeld(_holder_message(row, stale=stale))
         why = "whose process is gone" if here else "whose PostgreSQL session is gone"
@@ -180,9 +184,9 @@ class ReleaseLock:
         """Why the lock's holder counts as alive, or None when it looks gone."""
         if self._is_pg:
             with self.engine.connect() as probe:
-                got = probe.execute(sa.text("SELECT pg_try_advisory_lock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys).scalar()
+                got = probe.execute(_TRY_ADVISORY, self._keys).scalar()
                 if got:
-                    probe.execute(sa.text("SELECT pg_advisory_unlock(CAST(:k1 AS integer), CAST(:k2 AS integer))"), self._keys)
+                    probe.execute(_DROP_ADVISORY, self._keys)
                 probe.commit()
             if not got:
                 return "its session still holds the PostgreSQL advisory lock"

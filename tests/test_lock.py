@@ -277,4 +277,5 @@ def test_holder_in_another_pid_namespace_is_not_taken_over(applied: Path, tmp_pa
             holder.wait()
     assert journal_events(root) == []  # no takeover, no unlock
     assert all_at(root, "v2.4") and lock_ids(root) == []
-    assert journal_rows(root, "select name, state from releases order by id") == [("v2.3", "applied"), ("v2.4", "applied")]
+    assert journal_rows(root, "select name, state from releases order by id") == [
+        ("v2.3", "applied"), ("v2.4", "applied")]
