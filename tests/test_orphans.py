@@ -84,8 +84,6 @@ def test_killed_tool_leaves_no_deploy_to_overwrite_the_revert(tmp_path: Path, ho
         assert "release v2 reverted" in rev.stdout
         assert "lock.takeover" in rev.stderr
         assert host_file(root, "VERSION") == "v1"
-        [(detail,)] = journal_rows(root, "select detail from events where event='lock_takeover'")
-        assert "none of its commands still runs" in detail, detail  # they died with the tool
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -98,3 +96,6 @@ def test_killed_tool_leaves_no_deploy_to_overwrite_the_revert(tmp_path: Path, ho
     assert (st["release"], st["state"], st["services"]) == ("v2", "reverted", {"app": {"h1": "v1"}})
     [step] = cli_json("plan", "v1", cwd=root)["steps"]
     assert (step["action"], step["current"]) == ("unchanged", {"h1": "v1"})
+    # The takeover looked for the dead tool's commands: they had died with it.
+    [(detail,)] = journal_rows(root, "select detail from events where event='lock_takeover'")
+    assert "none of its commands still runs" in detail, detail
