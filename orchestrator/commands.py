@@ -23,7 +23,7 @@ import networkx as nx
 from . import graph as graphs
 from . import hooks, manifest_schema, reports, runs, saved, settings
 from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
-from .journal import Journal, Step, default_url
+from .journal import Journal, Step, default_url, normalise_url
 from .lifecycle import (Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert,
                         resumes)
 from .logs import close_run_log, get_logger, open_run_log
@@ -57,6 +57,18 @@ def journal_url(project_dir: Path | str, url: str | None) -> str:
     return default_url(root)
 
 
+def _journal(root: Path, url: str | None, *, create: bool) -> Journal | None:
+    """The project's view of its journal: only its own records (see settings.project_id)."""
+    chosen = journal_url(root, url)
+    return Journal.open(chosen, create=create, project=_project(root, chosen))
+
+
+def _project(root: Path, chosen: str) -> str:
+    declared = settings.load(root).journal
+    own = {normalise_url(u) for u in (default_url(root), journal_url(root, declared) if declared else None) if u}
+    return settings.project_id(root, own_journal=normalise_url(chosen) in own)
+
+
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
     """Manifests, graph and migrations checked; every problem reported at once (exit 2)."""
     project = load_project(project_dir)
@@ -88,7 +100,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     `out`, the plan saved for `apply --plan` with a fingerprint of what it was computed from."""
     check_release_name(name)
     project, g = load(project_dir)
-    j = Journal.open(journal_url(project.root, journal), create=False)
+    j = _journal(project.root, journal, create=False)
     try:
         live, _ = read_live(project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
@@ -112,8 +124,13 @@ def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) 
 
 @contextmanager
 def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[Journal]:
-    j = Journal.open(journal_url(root, url), create=True)
+    j = _journal(root, url, create=True)
     assert j is not None
+    if settings.load(root).project is None and j.project != settings.DEFAULT_PROJECT:
+        get_logger().warning("journal.project_unnamed", message=(
+            f"the journal {mask_url(j.url)} may be shared by other projects; this one is {j.project!r} "
+            "there (after its directory or git repository): set `project:` in services.d/release.yaml so that every "
+            "checkout is the same project"))
     try:
         j.lock.acquire(command, wait=wait)
         try:
@@ -271,7 +288,7 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
     root = Path(project_dir).resolve()
     _register_settings_secrets(root)
     url = journal_url(root, journal)
-    j = Journal.open(url, create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
     j.close()
@@ -308,7 +325,7 @@ def status(project_dir: Path | str, *, journal: str | None = None, live: bool = 
     out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
     warnings: list[str] = []
     project = _project_for_status(root, live, warnings)
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is not None:
         try:
             latest = j.latest()
@@ -357,7 +374,7 @@ def history(project_dir: Path | str, *, journal: str | None = None, limit: int =
     """Releases, newest first: state, times (ISO 8601, UTC), who ran them from which commit."""
     root = Path(project_dir).resolve()
     _register_settings_secrets(root)
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         return []
     try:
@@ -374,7 +391,7 @@ def show(project_dir: Path | str, name: str | None = None, *, journal: str | Non
         check_release_name(name)
     root = Path(project_dir).resolve()
     url = journal_url(root, journal)
-    j = Journal.open(url, create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise InputError(f"no release in the journal {mask_url(url)}")
     try:
@@ -436,7 +453,7 @@ def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[
     root = Path(project_dir).resolve()
     url = journal_url(root, journal)
     empty = InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
-    j = Journal.open(url, create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise empty
     try:
@@ -482,7 +499,7 @@ def schema(kind: str = "all") -> dict[str, Any]:
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
     root = Path(project_dir).resolve()
     _register_settings_secrets(root)
-    j = Journal.open(journal_url(root, journal), create=False)
+    j = _journal(root, journal, create=False)
     if j is None:
         raise InputError("there is no journal here, so no lock to remove")
     try:

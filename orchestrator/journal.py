@@ -1,8 +1,9 @@
 """The release journal: every step written before it runs (intent) and when it ends (outcome).
 
 SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL (one transaction per record). The
-schema is versioned by the orchestrator's own Alembic scripts in `journal_migrations/`. This
-module stores and reads records; what they mean is `lifecycle`'s, the lock is `lock`'s.
+tables and their versioning (the orchestrator's own Alembic scripts) are `journal_schema`'s. A
+journal may hold several projects; a `Journal` is one project's view of it. This module stores
+and reads records; what they mean is `lifecycle`'s, the lock is `lock`'s.
 """
 
 from __future__ import annotations
@@ -16,19 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command as alembic_command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
 from .errors import InputError, JournalError, ReleaseError
-from .journal_schema import archives, current_versions, events, releases, steps
+from .journal_schema import UNCLAIMED, adopt_unclaimed, archives, current_versions, events, prepare, releases, steps
 from .lifecycle import Outcome, Release, ReleaseState
-from .lock import SCHEMA_ADVISORY_KEY, ReleaseLock, holder_gone, process_start
+from .lock import PID_NS, ReleaseLock, holder_gone, process_start
 from .secrets import mask_text, mask_url
-
-MIGRATIONS = Path(__file__).parent / "journal_migrations"
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,7 @@ def default_url(project_root: Path) -> str:
     return f"sqlite:///{project_root / '.release' / 'journal.db'}"
 
 
-def _normalise_url(url: str) -> str:
+def normalise_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("postgres://"):
@@ -69,20 +64,35 @@ def _normalise_url(url: str) -> str:
 
 
 class Journal:
-    """One journal database. Build with `Journal.open`; read-only callers pass create=False."""
+    """One project's view of a journal database. Build with `Journal.open`; read-only callers
+    pass create=False.
 
-    def __init__(self, engine: sa.Engine, url: str) -> None:
+    Every read and write is the project's own: its releases (and through them their steps and
+    archives), current versions, events and lock. Opened without a project (None), it reads
+    every project's records: for looking into a journal, never for running a release.
+    """
+
+    def __init__(self, engine: sa.Engine, url: str, project: str | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.project = project
+        self.owner = UNCLAIMED if project is None else project  # what this view writes
         self.hostname = socket.gethostname()
-        self.lock = ReleaseLock(engine)
+        self.lock = ReleaseLock(engine, self.owner)
+
+    def _mine(self, table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.true() if self.project is None else table.c.project == self.project
+
+    def _my_steps(self) -> sa.ColumnElement[bool]:
+        return steps.c.release_id.in_(sa.select(releases.c.id).where(self._mine(releases)))
 
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, *, create: bool) -> "Journal | None":
-        """The journal at `url`; None when it does not exist and `create` is False (plan, status)."""
-        url = _normalise_url(url)
+    def open(cls, url: str, *, create: bool, project: str | None = None) -> "Journal | None":
+        """`project`'s journal at `url`; None when it does not exist and `create` is False (plan,
+        status). Records from before projects become those of the first project to open it."""
+        url = normalise_url(url)
         try:
             parsed = sa.engine.make_url(url)
             dialect, driver = parsed.get_backend_name(), parsed.get_driver_name()
@@ -116,9 +126,9 @@ class Journal:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
-        journal = cls(engine, url)
+        journal = cls(engine, url, project)
         try:
-            journal._check_schema(create=create)
+            prepare(engine, url, create=create)
         except JournalError:
             engine.dispose()
             raise
@@ -132,6 +142,8 @@ class Journal:
         if not create and not journal._has_schema():
             engine.dispose()
             return None
+        if project is not None:
+            adopt_unclaimed(engine, project)
         if is_sqlite:
             # Only now that the file is known to be a journal: WAL mode is persistent, and a
             # database that is not ours (a mistyped --journal) must be left as it was.
@@ -145,31 +157,6 @@ class Journal:
     def _has_schema(self) -> bool:
         return sa.inspect(self.engine).has_table("releases")
 
-    def _check_schema(self, *, create: bool) -> None:
-        script = ScriptDirectory(str(MIGRATIONS))
-        known = {r.revision for r in script.walk_revisions()}
-        with self.engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names())
-            heads = MigrationContext.configure(conn).get_current_heads()
-        if tables and ("alembic_version" not in tables or "releases" not in tables):
-            raise JournalError(f"journal {mask_url(self.url)}: is not a journal (tables: {', '.join(sorted(tables))})")
-        unknown = [h for h in heads if h not in known]
-        if unknown:
-            raise JournalError(
-                f"journal {mask_url(self.url)}: schema revision {', '.join(unknown)} is newer than this "
-                "release tool knows; upgrade the tool"
-            )
-        if create and tuple(heads) != tuple(script.get_heads()):
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            with self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Two first runs at once on a fresh journal: one creates the schema, the other
-                    # waits here and then finds it at head (not the release lock's key).
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
-                cfg.attributes["connection"] = conn
-                alembic_command.upgrade(cfg, "head")
-
     def close(self) -> None:
         self.lock.close()
         self.engine.dispose()
@@ -182,11 +169,11 @@ class Journal:
             previous=row.previous, started_at=row.started_at, finished_at=row.finished_at,
             hostname=row.hostname, pid=row.pid, proc_start=row.proc_start,
             manifests=json.loads(row.manifests or "{}"), message=row.message,
-            holder_gone=holder_gone(row.hostname, row.pid, row.proc_start), steps_run=steps_run,
+            holder_gone=holder_gone(row.hostname, row.pid, row.proc_start, row.pid_ns), steps_run=steps_run,
         )
 
     def releases(self, limit: int | None = None) -> list[Release]:
-        q = sa.select(releases).order_by(releases.c.id.desc())
+        q = sa.select(releases).where(self._mine(releases)).order_by(releases.c.id.desc())
         if limit:
             q = q.limit(limit)
         with self.engine.connect() as conn:
@@ -195,7 +182,8 @@ class Journal:
     def latest(self) -> Release | None:
         """The newest record, with the number of its apply steps that started."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(releases).order_by(releases.c.id.desc()).limit(1)).first()
+            row = conn.execute(sa.select(releases).where(self._mine(releases))
+                               .order_by(releases.c.id.desc()).limit(1)).first()
             if row is None:
                 return None
             run = conn.execute(sa.select(sa.func.count()).select_from(steps).where(
@@ -205,7 +193,8 @@ class Journal:
 
     def get(self, release_id: int) -> Release:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(releases).where(releases.c.id == release_id)).one()
+            row = conn.execute(sa.select(releases).where((releases.c.id == release_id)
+                                                         & self._mine(releases))).one()
         return self._release(row)
 
     def last_applied_name(self) -> str | None:
@@ -219,9 +208,9 @@ class Journal:
         pid = os.getpid()
         with self.engine.begin() as conn:
             res = conn.execute(releases.insert().values(
-                name=name, state=ReleaseState.IN_PROGRESS, previous=previous, started_at=time.time(),
-                hostname=self.hostname, pid=pid, proc_start=process_start(pid),
-                manifests=json.dumps(manifests),
+                project=self.owner, name=name, state=ReleaseState.IN_PROGRESS, previous=previous,
+                started_at=time.time(), hostname=self.hostname, pid=pid, proc_start=process_start(pid),
+                pid_ns=PID_NS, manifests=json.dumps(manifests),
             ))
             return int(res.inserted_primary_key[0])
 
@@ -229,7 +218,8 @@ class Journal:
         """A resumed apply or a revert: this process now owns the record. A resumed apply also
         replaces the journaled manifests (the caller merges both attempts' copies)."""
         pid = os.getpid()
-        values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid)}
+        values: dict[str, Any] = {"hostname": self.hostname, "pid": pid, "proc_start": process_start(pid),
+                                  "pid_ns": PID_NS}
         if manifests is not None:
             values["manifests"] = json.dumps(manifests)
         with self.engine.begin() as conn:
@@ -251,11 +241,11 @@ class Journal:
 
     def add_event(self, event: str, detail: str, release_id: int | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(events.insert().values(ts=time.time(), release_id=release_id, event=event,
+            conn.execute(events.insert().values(ts=time.time(), project=self.owner, release_id=release_id, event=event,
                                                 detail=mask_text(detail)))
 
     def events(self, release_id: int | None = None) -> list[tuple[str, str]]:
-        q = sa.select(events.c.event, events.c.detail).order_by(events.c.id)
+        q = sa.select(events.c.event, events.c.detail).where(self._mine(events)).order_by(events.c.id)
         if release_id is not None:
             q = q.where(events.c.release_id == release_id)
         with self.engine.connect() as conn:
@@ -286,11 +276,10 @@ class Journal:
             ))
             if in_place is not None:
                 node, host, version = in_place
-                key = (current_versions.c.node == node) & (current_versions.c.host == host)
-                conn.execute(current_versions.delete().where(key))
+                conn.execute(current_versions.delete().where(self._version_key(node, host)))
                 if version is not None:
                     conn.execute(current_versions.insert().values(
-                        node=node, host=host, version=version, release_id=release_id))
+                        project=self.owner, node=node, host=host, version=version, release_id=release_id))
 
     def steps(self, release_id: int, phase: str | None = None) -> list[Step]:
         q = sa.select(steps).where(steps.c.release_id == release_id).order_by(steps.c.id)
@@ -305,7 +294,7 @@ class Journal:
         the host). `current_versions` only moves on success, so it cannot be trusted there.
         Skipped steps never ran and do not count."""
         newest = (sa.select(sa.func.max(steps.c.id).label("id"))
-                  .where((steps.c.kind == "service") & (steps.c.status != Outcome.SKIPPED))
+                  .where((steps.c.kind == "service") & (steps.c.status != Outcome.SKIPPED) & self._my_steps())
                   .group_by(steps.c.node, steps.c.host).subquery())
         q = sa.select(steps.c.node, steps.c.host).join(newest, steps.c.id == newest.c.id).where(
             steps.c.status.in_([Outcome.INTENT, Outcome.FAILED]))
@@ -319,7 +308,7 @@ class Journal:
         (intent, no outcome) -> either.
         """
         out: dict[str, set[str | None]] = {}
-        q = sa.select(steps).where(steps.c.kind == "database").order_by(steps.c.id.desc())
+        q = sa.select(steps).where((steps.c.kind == "database") & self._my_steps()).order_by(steps.c.id.desc())
         with self.engine.connect() as conn:
             for r in conn.execute(q):
                 if r.node in out:
@@ -339,7 +328,7 @@ class Journal:
                 for node, revs in self.expected_revisions().items()}
 
     def _before(self, node: str) -> str | None:
-        q = (sa.select(steps.c.before).where((steps.c.kind == "database") & (steps.c.node == node))
+        q = (sa.select(steps.c.before).where((steps.c.kind == "database") & (steps.c.node == node) & self._my_steps())
              .order_by(steps.c.id.desc()).limit(1))
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
@@ -348,7 +337,7 @@ class Journal:
         """A database's newest step in doubt (its process died between commit and outcome) is
         decided by where the database is now: at its `after`, it ran; at its `before`, its
         transaction never committed."""
-        q = (sa.select(steps).where((steps.c.kind == "database") & (steps.c.node == node))
+        q = (sa.select(steps).where((steps.c.kind == "database") & (steps.c.node == node) & self._my_steps())
              .order_by(steps.c.id.desc()).limit(1))
         with self.engine.begin() as conn:
             row = conn.execute(q).first()
@@ -359,10 +348,14 @@ class Journal:
                 status=Outcome.OK if done else Outcome.FAILED, ended_at=time.time(),
                 detail=f"in doubt until the database was read: it is at {at or 'base'}"))
 
+    def _version_key(self, node: str, host: str) -> sa.ColumnElement[bool]:
+        return ((current_versions.c.project == self.owner) & (current_versions.c.node == node)
+                & (current_versions.c.host == host))
+
     def current_versions(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self.engine.connect() as conn:
-            for r in conn.execute(sa.select(current_versions)):
+            for r in conn.execute(sa.select(current_versions).where(self._mine(current_versions))):
                 out.setdefault(r.node, {})[r.host] = r.version
         return out
 
@@ -377,10 +370,10 @@ class Journal:
                     was = known.get(node, {}).get(host)
                     if was == version:
                         continue
-                    key = (current_versions.c.node == node) & (current_versions.c.host == host)
-                    conn.execute(current_versions.delete().where(key))
+                    conn.execute(current_versions.delete().where(self._version_key(node, host)))
                     if version is not None:
-                        conn.execute(current_versions.insert().values(node=node, host=host, version=version))
+                        conn.execute(current_versions.insert().values(project=self.owner, node=node, host=host,
+                                                                      version=version))
                     fixed.append(f"{node}@{host}: journal said {was or 'nothing'}, the host reports "
                                  f"{version or 'nothing'}")
         return fixed

@@ -1,20 +1,45 @@
-"""The journal's tables. Their history is versioned by the Alembic scripts in `journal_migrations/`;
-this module is what the code reads and writes, and must match the newest revision there."""
+"""The journal's tables and their versioning. Their history is the Alembic scripts in
+`journal_migrations/`; the tables below are what the code reads and writes, and must match the
+newest revision there.
+
+Every project's records carry its id (`project`), so that several projects can share one journal.
+Records written before projects were recorded have the id UNCLAIMED until a project adopts them.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from .errors import JournalError
+from .secrets import mask_url
+
+MIGRATIONS = Path(__file__).parent / "journal_migrations"
+UNCLAIMED = ""  # the project of records older than projects (see adopt_unclaimed)
+SCHEMA_ADVISORY_KEY = 0x72656C66  # creating or upgrading the journal's schema, never a release lock
+
+
+def _project() -> sa.Column:
+    return sa.Column("project", sa.String(255), nullable=False, server_default=UNCLAIMED)
+
 
 md = sa.MetaData()
 releases = sa.Table(
     "releases", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), _project(),
     sa.Column("name", sa.String(128)), sa.Column("state", sa.String(16)),
     sa.Column("revert_state", sa.String(16)), sa.Column("previous", sa.String(128)),
     sa.Column("started_at", sa.Float), sa.Column("finished_at", sa.Float),
     sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
     sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text), sa.Column("message", sa.Text),
+    sa.Column("pid_ns", sa.BigInteger),
 )
+# A project's steps and archives are those of its releases.
 steps = sa.Table(
     "steps", md,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -33,18 +58,70 @@ archives = sa.Table(
 )
 current_versions = sa.Table(
     "current_versions", md,
+    sa.Column("project", sa.String(255), primary_key=True, server_default=UNCLAIMED),
     sa.Column("node", sa.String(128), primary_key=True), sa.Column("host", sa.String(128), primary_key=True),
     sa.Column("version", sa.String(128)), sa.Column("release_id", sa.Integer),
 )
-lock_table = sa.Table(
+lock_table = sa.Table(  # one row per project whose lock is held
     "lock", md,
-    sa.Column("id", sa.Integer, primary_key=True), sa.Column("lock_id", sa.String(64)),
+    sa.Column("project", sa.String(255), primary_key=True, server_default=UNCLAIMED),
+    sa.Column("id", sa.Integer),  # unused since locks are per project; rows inserted by hand may set it
+    sa.Column("lock_id", sa.String(64)),
     sa.Column("owner", sa.String(255)), sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
     sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255)),
     sa.Column("since", sa.Float), sa.Column("heartbeat", sa.Float),
+    sa.Column("pid_ns", sa.BigInteger), sa.Column("run_id", sa.String(64)),
 )
 events = sa.Table(
     "events", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("ts", sa.Float),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), _project(), sa.Column("ts", sa.Float),
     sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
 )
+
+
+def prepare(engine: sa.Engine, url: str, *, create: bool) -> None:
+    """Refuse a database that is not a journal, or one of a newer version; bring an older
+    journal up to date. An empty database becomes a journal only when `create`."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    known = {r.revision for r in script.walk_revisions()}
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        heads = MigrationContext.configure(conn).get_current_heads()
+    if tables and ("alembic_version" not in tables or "releases" not in tables):
+        raise JournalError(f"journal {mask_url(url)}: is not a journal (tables: {', '.join(sorted(tables))})")
+    unknown = [h for h in heads if h not in known]
+    if unknown:
+        raise JournalError(
+            f"journal {mask_url(url)}: schema revision {', '.join(unknown)} is newer than this "
+            "release tool knows; upgrade the tool"
+        )
+    # Read-only commands upgrade an older journal too: they read today's columns.
+    if (create or tables) and tuple(heads) != tuple(script.get_heads()):
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Two first runs at once on a fresh journal: one creates the schema, the other
+                # waits here and then finds it at head.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
+            cfg.attributes["connection"] = conn
+            alembic_command.upgrade(cfg, "head")
+
+
+def adopt_unclaimed(engine: sa.Engine, project: str) -> None:
+    """Records from before projects (UNCLAIMED) become `project`'s: the first project to open a
+    journal with this version adopts them. An unclaimed lock row or current version whose key the
+    project already has stays unclaimed rather than clash with it."""
+    keyed = ((current_versions, ("node", "host")), (lock_table, ()))
+    tables = (releases, events, *(t for t, _ in keyed))
+    with engine.connect() as conn:
+        if not any(conn.execute(sa.select(t.c.project).where(t.c.project == UNCLAIMED).limit(1)).first()
+                   for t in tables):
+            return
+    with engine.begin() as conn:
+        for table in (releases, events):
+            conn.execute(table.update().where(table.c.project == UNCLAIMED).values(project=project))
+        for table, key in keyed:
+            mine = table.alias()
+            clash = sa.exists().where(mine.c.project == project, *(mine.c[k] == table.c[k] for k in key))
+            conn.execute(table.update().where(table.c.project == UNCLAIMED, ~clash).values(project=project))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InputError
 
 SETTINGS_FILE = "services.d/release.yaml"
+DEFAULT_PROJECT = "default"  # the project id of a repository in a journal of its own (see project_id)
 EVENTS = ("started", "applied", "failed", "interrupted", "reverted", "revert_failed")
 Event = Literal["started", "applied", "failed", "interrupted", "reverted", "revert_failed"]
 
@@ -37,10 +38,17 @@ class Hooks(_Strict):
 
 class Settings(_Strict):
     journal: str | None = None  # the default journal URL for every checkout and CI runner
-    project: str | None = None  # this repository's name in a journal shared by several
+    project: str | None = Field(None, min_length=1, max_length=255)  # its id in a journal shared by several
     notify: list[Webhook] = Field(default_factory=list)
     hooks: Hooks = Field(default_factory=Hooks)
     secrets: list[str] = Field(default_factory=list)  # environment variables masked everywhere
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise ValueError("a project id is printable text with no leading or trailing space")
+        return value
 
     @field_validator("secrets")
     @classmethod
@@ -74,3 +82,40 @@ def load(root: Path) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError("invalid manifests", problems=[f"{SETTINGS_FILE}: cannot be read: {exc}"]) from None
     return parse(text)
+
+
+def project_id(root: Path, *, own_journal: bool) -> str:
+    """This project's id in its journal, which keeps each project's records apart.
+
+    `project:` when set. Otherwise, in the repository's own journal (this checkout's file, or the
+    one `journal:` names for every checkout) DEFAULT_PROJECT: every checkout is the same project
+    wherever it lies. In any other journal (--journal, RELEASE_JOURNAL), which other projects may
+    share, the name of the top directory of the git repository holding the project (a linked
+    worktree counts as its main repository), else of the project directory: two checkouts under
+    different directory names are then two projects, hence `project:` for a shared journal.
+    """
+    root = Path(root).resolve()
+    configured = load(root).project
+    if configured:
+        return configured
+    if own_journal:
+        return DEFAULT_PROJECT
+    return _repository_name(root) or root.name or DEFAULT_PROJECT
+
+
+def _repository_name(root: Path) -> str | None:
+    for top in (root, *root.parents):
+        dotgit = top / ".git"
+        if dotgit.is_dir():
+            return top.name
+        if dotgit.is_file():
+            try:
+                gitdir = Path(dotgit.read_text().partition("gitdir:")[2].strip())
+            except OSError:
+                return top.name
+            gitdir = gitdir if gitdir.is_absolute() else (top / gitdir).resolve()
+            if gitdir.parent.name == "worktrees":  # .../REPO/.git/worktrees/NAME or .../REPO.git/worktrees/NAME
+                common = gitdir.parent.parent
+                return common.parent.name if common.name == ".git" else common.name.removesuffix(".git")
+            return top.name  # a submodule: its own directory
+    return None

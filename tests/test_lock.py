@@ -6,8 +6,10 @@ The CLI runs as a separate process on a copy of the embedded demo (local hosts, 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -20,7 +22,8 @@ from typing import Any
 import psutil
 import pytest
 
-from helpers import cli, clone, copy_demo, current, events, journal_rows, slow_deploys
+from orchestrator.transports import Command
+from helpers import cli, cli_json, clone, copy_demo, current, events, journal_rows, slow_deploys, wait_for
 
 SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
             "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
@@ -37,11 +40,16 @@ def execute(root: Path, sql: str, *args: Any) -> None:
 
 
 def plant_lock(root: Path, *, lock_id: str, hostname: str, pid: int, proc_start: float | None,
-               heartbeat: float, command: str = "apply v2.4") -> None:
-    """A lock row as another apply would have written it."""
-    execute(root, "insert into lock (id, lock_id, owner, hostname, pid, proc_start, command, since, heartbeat) "
-            "values (1, ?, 'deploy', ?, ?, ?, ?, ?, ?)", lock_id, hostname, pid, proc_start, command,
-            heartbeat, heartbeat)
+               heartbeat: float, command: str = "apply v2.4", pid_ns: int | None = None,
+               run_id: str | None = None) -> None:
+    """A lock row as another apply would have written it; `pid_ns` defaults to ours."""
+    values = {"id": 1, "lock_id": lock_id, "owner": "deploy", "hostname": hostname, "pid": pid,
+              "proc_start": proc_start, "command": command, "since": heartbeat, "heartbeat": heartbeat,
+              "pid_ns": os.stat("/proc/self/ns/pid").st_ino if pid_ns is None else pid_ns, "run_id": run_id}
+    known = {r[1] for r in journal_rows(root, "pragma table_info(lock)")}
+    cols = [c for c in values if c in known]
+    execute(root, f"insert into lock ({', '.join(cols)}) values ({', '.join('?' for _ in cols)})",
+            *(values[c] for c in cols))
 
 
 def lock_ids(root: Path) -> list[str]:
@@ -126,6 +134,40 @@ def test_reused_pid_is_not_the_holder(applied: Path, tmp_path: Path) -> None:
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
+def test_takeover_kills_the_dead_holders_commands(applied: Path, tmp_path: Path) -> None:
+    """The holder is gone but one of its commands still runs (here this test process stands in
+    for whatever kept it alive: its runner is alive, so it is not killed with the holder): the
+    takeover kills it before the new run starts, and says so."""
+    from orchestrator.transports import local
+
+    root = clone(applied, tmp_path / "r")
+    host = root / ".release" / "hosts" / "app1"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    result: list[Any] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(local.LocalTransport("app1", host, root).run(
+        Command("sleep 5; touch late", timeout=60)))))
+    runner.start()
+    try:
+        wait_for(lambda: any(p.info["name"] == "sleep" and p.info["cwd"] == str(host)
+                             for p in psutil.process_iter(["name", "cwd"])), what="the command")
+        plant_lock(root, lock_id="0ff1ce0ff1ce", hostname=socket.gethostname(), pid=dead.pid,
+                   proc_start=time.time() - 60, heartbeat=time.time(), run_id=getattr(local, "RUN_ID", None))
+        started = time.monotonic()
+        proc = cli("apply", "v2.4", cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        [(event, detail)] = journal_events(root)
+        assert event == "lock_takeover" and "0ff1ce0ff1ce" in detail
+        assert "killed 1 of its commands still running" in detail, detail
+    finally:
+        runner.join(30)
+    assert result and not result[0].ok
+    time.sleep(max(0.0, started + 5.5 - time.monotonic()))
+    assert not (host / "late").exists()
+    assert all_at(root, "v2.4")
+
+
 def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     root = clone(applied, tmp_path / "r")
     me = psutil.Process()
@@ -201,3 +243,39 @@ def test_run_whose_lock_was_removed_starts_nothing_more(applied: Path, tmp_path:
     proc = cli("revert", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert all_at(root, "v2.3")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and util-linux unshare")
+def test_holder_in_another_pid_namespace_is_not_taken_over(applied: Path, tmp_path: Path) -> None:
+    """Containers with host networking share the host name, not the PID namespace: a holder in
+    another namespace cannot be checked by PID (its PID here is some other process, or none), so
+    it counts as a foreign holder and is never taken over while its heartbeat is fresh."""
+    root = clone(applied, tmp_path / "r")
+    slow_deploys(root, {s: 1.5 for s in SERVICES})
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("RELEASE_FAULT", None)
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "orchestrator",
+                               "apply", "v2.4"], cwd=root, env=env, text=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: lock_ids(root) and any(e[1] == "start" for e in events(root, "app1")),
+                 what="the holder to take the lock and start deploying")
+        [(held, pid)] = journal_rows(root, "select lock_id, pid from lock")
+        assert pid != holder.pid  # its PID in its own namespace
+        proc = cli("apply", "v2.4", cwd=root)
+        assert proc.returncode == 3, proc.stderr
+        assert f"the release lock {held} is held by" in proc.stderr and "takeover" not in proc.stderr
+        assert cli_json("status", cwd=root)["state"] == "in_progress"  # not `interrupted`
+        proc = cli("unlock", held, cwd=root)
+        assert proc.returncode == 3 and "nothing removed" in proc.stderr
+        _out, err = holder.communicate(timeout=120)
+        assert holder.returncode == 0, err
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert journal_events(root) == []  # no takeover, no unlock
+    assert all_at(root, "v2.4") and lock_ids(root) == []
+    assert journal_rows(root, "select name, state from releases order by id") == [
+        ("v2.3", "applied"), ("v2.4", "applied")]
