@@ -39,6 +39,7 @@ opts = Options()
 # Imported on first use: `release --help` must not pay for Alembic, SQLAlchemy and networkx.
 commands = lazy_module("orchestrator.commands")
 logs = lazy_module("orchestrator.logs")
+queries = lazy_module("orchestrator.queries")  # status, history, show: no Alembic, no networkx
 plans = lazy_module("orchestrator.plan")
 
 
@@ -241,7 +242,7 @@ def _revert_preview(dry_run: bool) -> bool:
     shown and the release it undoes named before the question; declined: exit 1."""
     if not dry_run and not _interactive():
         return False
-    rp = commands.revert_plan(opts.project_dir, journal=opts.journal)
+    rp = queries.revert_plan(opts.project_dir, journal=opts.journal)
     if dry_run and opts.json:
         _out(rp)
         return True
@@ -275,7 +276,7 @@ def _revert_preview(dry_run: bool) -> bool:
 @app.command()
 def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' probes and the databases.")) -> None:
     """The latest release, its state, each service's version per host, each database's revision."""
-    st = commands.status(opts.project_dir, journal=opts.journal, live=live)
+    st = queries.status(opts.project_dir, journal=opts.journal, live=live)
     if opts.json:
         _out(st)
         return
@@ -300,7 +301,7 @@ def status(live: bool = typer.Option(False, "--live", help="Also ask the hosts' 
 @app.command()
 def history(limit: int = typer.Option(50, "--limit", min=1, metavar="N", help="At most N releases.")) -> None:
     """Releases, newest first, with state and times."""
-    rows = commands.history(opts.project_dir, journal=opts.journal, limit=limit)
+    rows = queries.history(opts.project_dir, journal=opts.journal, limit=limit)
     if opts.json:
         _out(rows)
         return
@@ -319,7 +320,7 @@ def history(limit: int = typer.Option(50, "--limit", min=1, metavar="N", help="A
 @app.command()
 def show(name: Optional[str] = typer.Argument(None, help="A release name (default: the latest release).")) -> None:
     """One release from the journal: who ran it, when, and every step with its outcome."""
-    rec = commands.show(opts.project_dir, name, journal=opts.journal)
+    rec = queries.show(opts.project_dir, name, journal=opts.journal)
     if opts.json:
         _out(rec)
         return

@@ -7,6 +7,8 @@ manifests -> graph -> plan -> runs (walk, rollout, schema, steps) -> journal.
 
 from __future__ import annotations
 
+import importlib
+
 import asyncio
 import getpass
 import os
@@ -14,59 +16,33 @@ import socket
 import subprocess
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from . import graph as graphs
 from . import hooks, manifest_schema, reports, runs, saved, settings
 from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
-from .journal import Journal, Step, default_url, normalise_url
-from .lifecycle import (Outcome, Phase, Release, ReleaseState, RevertState, decide_apply, nothing_to_revert,
-                        resumes)
+from .journal import Journal
+from .lifecycle import Phase, ReleaseState, decide_apply, nothing_to_revert, resumes
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project
-from .migrations import resolve_url
 from .notify import Notifier
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, make_plan, runner_for
-from .probes import ProbeFailed, read_live, read_state
+from .probes import ProbeFailed, read_live
 from .runs import RunResult
 from .scope import Scope
 from .secrets import mask_url
 from .secrets import register as register_secrets
-from .sources import journal_copy, journaled_project, merge_copies
+from .sources import journal_copy, merge_copies
 from .transports import TransportFactory, make_transports
+from .access import journal_url, open_journal, register_settings_secrets
+from .queries import history, iso, revert_plan, show, status  # noqa: F401 - re-exported: the read-only commands
+
+# Not `from . import graph`: the package exports a function of that name, which wins there.
+graphs = importlib.import_module(f"{__package__}.graph")
 
 Confirm = Callable[[Plan], bool]
-
-
-def journal_url(project_dir: Path | str, url: str | None) -> str:
-    """--journal, else RELEASE_JOURNAL, else `journal:` in release.yaml, else this checkout's file."""
-    root = Path(project_dir).resolve()
-    chosen = url or os.environ.get("RELEASE_JOURNAL") or settings.load(root).journal
-    if chosen:
-        return resolve_url(chosen, root, node="journal") if "${" in chosen else chosen
-    if os.environ.get("CI") == "true":
-        # A CI runner's checkout is thrown away with its journal: the next run would not know
-        # what this one deployed, nor could a colleague revert it.
-        get_logger().warning("journal.per_checkout", message=(
-            f"the journal is this checkout's own file ({root / '.release' / 'journal.db'}); set "
-            "`journal:` in services.d/release.yaml (or RELEASE_JOURNAL) to share one"))
-    return default_url(root)
-
-
-def _journal(root: Path, url: str | None, *, create: bool) -> Journal | None:
-    """The project's view of its journal: only its own records (see settings.project_id)."""
-    chosen = journal_url(root, url)
-    return Journal.open(chosen, create=create, project=_project(root, chosen))
-
-
-def _project(root: Path, chosen: str) -> str:
-    declared = settings.load(root).journal
-    own = {normalise_url(u) for u in (default_url(root), journal_url(root, declared) if declared else None) if u}
-    return settings.project_id(root, own_journal=normalise_url(chosen) in own)
 
 
 def load(project_dir: Path | str) -> tuple[Project, nx.DiGraph]:
@@ -100,7 +76,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     `out`, the plan saved for `apply --plan` with a fingerprint of what it was computed from."""
     check_release_name(name)
     project, g = load(project_dir)
-    j = _journal(project.root, journal, create=False)
+    j = open_journal(project.root, journal, create=False)
     try:
         live, _ = read_live(project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
@@ -124,7 +100,7 @@ def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) 
 
 @contextmanager
 def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[Journal]:
-    j = _journal(root, url, create=True)
+    j = open_journal(root, url, create=True)
     assert j is not None
     if settings.load(root).project is None and j.project != settings.DEFAULT_PROJECT:
         get_logger().warning("journal.project_unnamed", message=(
@@ -274,10 +250,10 @@ def _git_state(project: Project) -> dict[str, Any] | None:
     if not commit:
         return None
     paths = ["services.d", *sorted({spec.migrations for spec in project.databases.values()})]
-    status = _git(root, "status", "--porcelain", "--", *paths)
+    porcelain = _git(root, "status", "--porcelain", "--", *paths)
     # Python's bytecode caches appear beside the revision scripts once Alembic has read them.
-    changed = [line for line in (status or "").splitlines() if "__pycache__/" not in line]
-    return {"commit": commit, "dirty": bool(changed) if status is not None else None}
+    changed = [line for line in (porcelain or "").splitlines() if "__pycache__/" not in line]
+    return {"commit": commit, "dirty": bool(changed) if porcelain is not None else None}
 
 
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
@@ -286,9 +262,9 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
     """Undo the latest release from the journal, dependents first. Already reverted: no-op.
     Notifications and reports as for `apply`."""
     root = Path(project_dir).resolve()
-    _register_settings_secrets(root)
+    register_settings_secrets(root)
     url = journal_url(root, journal)
-    j = _journal(root, journal, create=False)
+    j = open_journal(root, journal, create=False)
     if j is None:
         raise InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
     j.close()
@@ -315,182 +291,6 @@ def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: 
         return result
 
 
-def status(project_dir: Path | str, *, journal: str | None = None, live: bool = False,
-           parallelism: int = 16, transports: TransportFactory = make_transports) -> dict[str, Any]:
-    """The latest release record and what is in place now, from the journal alone: it works
-    with every host and database down, and with broken manifests (said in `warnings`).
-    `live` also asks the hosts' probes and the databases, and reports where they differ."""
-    root = Path(project_dir).resolve()
-    _register_settings_secrets(root)
-    out: dict[str, Any] = {"release": None, "state": None, "services": {}, "databases": {}}
-    warnings: list[str] = []
-    project = _project_for_status(root, live, warnings)
-    j = _journal(root, journal, create=False)
-    if j is not None:
-        try:
-            latest = j.latest()
-            if latest:
-                out["release"], out["state"] = latest.name, latest.state
-                if latest.partly_reverted:  # only then: hosts may be half back
-                    out["revert_state"] = latest.revert_state
-            out["services"] = j.current_versions()
-            for name, (rev, doubt) in j.recorded_revisions().items():
-                out["databases"][name] = rev
-                if doubt:
-                    warnings.append(f"{name}: its last migration step did not finish cleanly; "
-                                    "`release status --live` reads the database")
-        finally:
-            j.close()
-    for name in project.databases if project else ():
-        out["databases"].setdefault(name, None)
-    if live and project is not None:
-        out.update(read_state(project, out["services"], warnings, parallelism, transports))
-    if warnings:
-        out["warnings"] = warnings
-    return out
-
-
-def _register_settings_secrets(root: Path) -> None:
-    """`secrets:` of release.yaml, for the commands that work without the other manifests. A
-    broken file leaves nothing to register; reading the journal's address reports it if needed."""
-    try:
-        register_secrets(settings.load(root).secrets)
-    except InputError:
-        pass
-
-
-def _project_for_status(root: Path, live: bool, warnings: list[str]) -> Project | None:
-    try:
-        return load_project(root)
-    except InputError as exc:
-        if live:
-            raise
-        warnings.append(f"manifests not read ({exc.message}: {'; '.join(exc.problems[:3])}); "
-                        "showing the journal only")
-        return None
-
-
-def history(project_dir: Path | str, *, journal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Releases, newest first: state, times (ISO 8601, UTC), who ran them from which commit."""
-    root = Path(project_dir).resolve()
-    _register_settings_secrets(root)
-    j = _journal(root, journal, create=False)
-    if j is None:
-        return []
-    try:
-        # Only a release that was reverted needs its steps: its record's end is the revert's.
-        return [_summary(r, j.steps(r.id, Phase.APPLY) if r.revert_state else []) for r in j.releases(limit)]
-    finally:
-        j.close()
-
-
-def show(project_dir: Path | str, name: str | None = None, *, journal: str | None = None) -> dict[str, Any]:
-    """One release from the journal (default: the latest; by name: its newest record), with every
-    step it journaled, apply and revert, and its events. An unknown name is invalid input (2)."""
-    if name is not None:
-        check_release_name(name)
-    root = Path(project_dir).resolve()
-    url = journal_url(root, journal)
-    j = _journal(root, journal, create=False)
-    if j is None:
-        raise InputError(f"no release in the journal {mask_url(url)}")
-    try:
-        release = j.latest() if name is None else next((r for r in j.releases() if r.name == name), None)
-        if release is None:
-            raise InputError(f"unknown release {name!r}: not in the journal {mask_url(url)}" if name
-                             else f"no release in the journal {mask_url(url)}")
-        steps = j.steps(release.id)
-        out = _summary(release, [s for s in steps if s.phase == Phase.APPLY])
-        out["steps"] = [_step(s, release) for s in steps]
-        out["events"] = [{"event": e, "detail": d} for e, d in j.events(release.id)]
-        return out
-    finally:
-        j.close()
-
-
-def iso(ts: float | None) -> str | None:
-    """A journal time as ISO 8601 in UTC, to the second: 2026-12-02T07:30:00Z."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _summary(r: Release, apply_steps: list[Step]) -> dict[str, Any]:
-    """A release record as `history` and `show` give it. `finished_at` is the end of the apply;
-    a revert moves the record's own end, so then the apply's last step tells it."""
-    finished = None if r.state == ReleaseState.IN_PROGRESS else r.finished_at
-    reverted_at = None
-    if r.revert_state is not None:
-        ends = [s.ended_at or s.started_at for s in apply_steps]
-        finished = max(ends) if ends else r.started_at
-        reverted_at = r.finished_at if r.state == ReleaseState.REVERTED else None
-    git = r.manifests.get("git") or {}
-    return {"release": r.name, "id": r.id, "state": r.state, "revert_state": r.revert_state,
-            "previous": r.previous, "run_by": r.manifests.get("run_by") or r.hostname,
-            "commit": git.get("commit"), "dirty": git.get("dirty"),
-            "started_at": iso(r.started_at), "finished_at": iso(finished), "reverted_at": iso(reverted_at),
-            "duration": round(finished - r.started_at, 3) if finished is not None else None,
-            "message": r.message}
-
-
-def _step(s: Step, release: Release) -> dict[str, Any]:
-    outcome: str = s.status
-    if s.status == Outcome.INTENT:  # no outcome: still running, or in doubt after a crash
-        running = ReleaseState.IN_PROGRESS if s.phase == Phase.APPLY else RevertState.IN_PROGRESS
-        now = release.state if s.phase == Phase.APPLY else release.revert_state
-        outcome = "running" if now == running else "in_doubt"
-    return {"phase": s.phase, "node": s.node, "kind": s.kind, "host": s.host, "revision": s.revision,
-            "action": s.action, "outcome": outcome, "exit_code": s.exit_code,
-            "duration": round(s.ended_at - s.started_at, 3) if s.ended_at is not None else None,
-            "started_at": iso(s.started_at), "from": s.before, "to": s.after, "detail": s.detail,
-            "stderr": s.stderr or "", "stdout": s.stdout or ""}
-
-
-def revert_plan(project_dir: Path | str, *, journal: str | None = None) -> dict[str, Any]:
-    """What `revert` would do now, computed as it computes it (the journal's steps through
-    `runs.changes_to_revert`, the journaled manifests' graph reversed), touching nothing: no lock,
-    no journal write, no host, no database. Raises what `revert` would raise before it starts."""
-    root = Path(project_dir).resolve()
-    url = journal_url(root, journal)
-    empty = InputError(f"no release in the journal {mask_url(url)}: nothing to revert")
-    j = _journal(root, journal, create=False)
-    if j is None:
-        raise empty
-    try:
-        release = j.latest()
-        if release is None:
-            raise empty
-        out = {"release": release.name, "state": release.state, "revert_state": release.revert_state,
-               "started_at": iso(release.started_at), "waves": [], "steps": []}
-        done = nothing_to_revert(release)
-        if done:
-            return {**out, "nothing_to_revert": done}
-        services, databases = runs.changes_to_revert(j.steps(release.id, Phase.APPLY),
-                                                     j.steps(release.id, Phase.REVERT))
-        project = journaled_project(root, release.manifests, databases)
-        missing = sorted(n for n in [*services, *databases] if n not in project.nodes)
-        if missing:
-            raise StepFailed(f"release {release.name}: the journal's copy of the manifests has no "
-                             f"{', '.join(missing)}, which the release changed; revert cannot know how to undo it")
-        changing = {*services, *databases}
-        g = graphs.with_downgrades(graphs.build_graph(project), set(release.manifests.get("downgrades") or []),
-                                   changing)
-        # The walk passes through nodes with nothing to undo: order only those that have something.
-        closure = nx.transitive_closure_dag(g.reverse(copy=True))
-        out["waves"] = graphs.waves(closure.subgraph(changing))
-        revisions = j.recorded_revisions()
-        for node in (n for wave in out["waves"] for n in wave):
-            if node in services:
-                out["steps"] += [{"node": node, "kind": "service", "host": c.host, "restore": c.restore,
-                                  "remove": c.remove} for c in services[node]]
-            else:
-                out["steps"].append({"node": node, "kind": "database", "from": revisions.get(node, (None,))[0],
-                                     "restore": databases[node]})
-        return out
-    finally:
-        j.close()
-
-
 def schema(kind: str = "all") -> dict[str, Any]:
     """The JSON Schema of the manifests, from the pydantic models that load them."""
     return manifest_schema.build(kind)
@@ -498,8 +298,8 @@ def schema(kind: str = "all") -> dict[str, Any]:
 
 def unlock(project_dir: Path | str, lock_id: str, *, journal: str | None = None) -> None:
     root = Path(project_dir).resolve()
-    _register_settings_secrets(root)
-    j = _journal(root, journal, create=False)
+    register_settings_secrets(root)
+    j = open_journal(root, journal, create=False)
     if j is None:
         raise InputError("there is no journal here, so no lock to remove")
     try:

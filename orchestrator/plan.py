@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from . import graph as graphs
 from .errors import InputError, ReleaseError
 from .journal import Journal
 from .lifecycle import ReleaseState, plan_notes, resumes
@@ -17,6 +18,9 @@ from .migrations import MigrationRunner, resolve_url, risks, static
 from .scope import EXCLUDED, Scope, narrow
 from .secrets import has_masked_password
 from .sources import MISSING_PASSWORD
+
+# Not `from . import graph`: the package exports a function of that name, which wins there.
+graphs = importlib.import_module(f"{__package__}.graph")
 
 DEPLOY, MIGRATE, UNCHANGED = "deploy", "migrate", "unchanged"
 

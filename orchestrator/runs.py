@@ -6,13 +6,14 @@ change things (`rollout`, `schema`), every change goes through the journaled ste
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import networkx as nx
 
-from . import graph as graphs
 from .errors import HostUnreachable, Interrupted, StepFailed
 from .faults import FaultPoints
 from .journal import Journal, Step
@@ -27,6 +28,9 @@ from .supervise import supervise
 from .transports import TransportFactory
 from .transports.pool import TransportPool
 from .walk import walk
+
+# Not `from . import graph`: the package exports a function of that name, which wins there.
+graphs = importlib.import_module(f"{__package__}.graph")
 
 
 @dataclass
