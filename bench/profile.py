@@ -38,6 +38,8 @@ def _name(frame: str) -> tuple[str, str]:
 def _package(path: str) -> str:
     if not path:
         return "?"
+    if path.startswith("<frozen"):
+        return "import machinery"
     if path.startswith(("orchestrator/", "bench/")):
         return path.split("/")[0]
     head = path.lstrip("/").split("/")[0]
@@ -62,8 +64,12 @@ def parse(path: Path) -> Profile:
             continue
         own[frames[-1][0]] += n
         modules[_package(frames[-1][1])] += n
-        for name in {f[0] for f in frames}:
+        names = {f[0] for f in frames}
+        for name in names:
             total[name] += n
+        # Nested imports: count a sample once, under its outermost import.
+        if any(f[0].startswith("_find_and_load (") for f in frames):
+            total["_find_and_load (outermost)"] += n
     return Profile(samples, own, total, modules)
 
 
@@ -77,8 +83,11 @@ def summary(p: Profile, top: int = 12) -> list[str]:
 
     lines = ["| own | function |", "| ---: | --- |"]
     lines += [f"| {pct(n)} | `{f}` |" for f, n in p.own.most_common(top)]
-    lines += ["", "| total | function (inclusive) |", "| ---: | --- |"]
-    interesting = [(f, n) for f, n in p.total.most_common() if not f.startswith(("<module>", "run (", "_run ("))]
-    lines += [f"| {pct(n)} | `{f}` |" for f, n in interesting[:top]]
+    lines += ["", "| total | function of `orchestrator` (inclusive) |", "| ---: | --- |"]
+    ours = [(f, n) for f, n in p.total.most_common() if "(orchestrator/" in f
+            and not f.startswith(("<module> (orchestrator/__main__", "run (orchestrator/cli", "main (orchestrator/cli"))]
+    lines += [f"| {pct(n)} | `{f}` |" for f, n in ours[:top]]
+    imports = p.total["_find_and_load (outermost)"]
+    lines += [f"| {pct(imports)} | importing modules (`_find_and_load`, outermost) |"]
     lines += ["", "Own samples by package: " + ", ".join(f"{m} {pct(n)}" for m, n in p.modules.most_common(10))]
     return lines

@@ -110,6 +110,11 @@ def _plans(plans: dict) -> list[str]:
                    + (" (the target: at most 5× time for 4× nodes)" if b == 4 * a else "") + ".")
     for key, why in plans["failures"].items():
         out.append(f"- d{key[0]} `{key[1]}` failed: `{why}`")
+    note, lines = plans.get("profile", (None, None))
+    if note:
+        out += ["", f"Profile: {note}.", ""]
+    if lines:
+        out += lines
     return out + [""]
 
 
@@ -196,9 +201,9 @@ def render(*, command: str, started: dt.datetime, load: tuple, results: list[Wor
                 "handshakes at once), walks the graph starting a service when its dependencies are "
                 "done everywhere, `conn.run('sleep D')` per host (8 at once per host, parallelism as "
                 "for `release`). No journal, lock, plan, wrapper or environment.",
-                "- Peak RSS: `wait4`'s `ru_maxrss` of the process (the largest single process "
-                "among it and the children it waited for, not a sum: Ansible's forks are not added "
-                "up).", ""]
+                "- Peak RSS: GNU time's maximum resident set size of the command (`wait4`): the "
+                "largest single process among it and the children it waited for, not a sum "
+                "(Ansible's forks and pyinfra's are not added up).", ""]
     if plans:
         out += _plans(plans)
     if startup:

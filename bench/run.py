@@ -38,6 +38,7 @@ RELEASE = [sys.executable, "-m", "orchestrator"]
 RELEASE_ENV = {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
 FLEET_WORKLOADS = ("a", "b", "c")
 WIDE_HOSTS = 64
+PROFILE_RATE = 200
 
 
 @dataclass
@@ -168,27 +169,32 @@ class Bench:
             res.journal_overhead.extend(end - start - durations[node] for node, start, end in rows)
 
     def _profile(self, w: workloads.Workload, project: Path, base: Path, res: WorkloadResult) -> None:
+        shutil.rmtree(project / ".release", ignore_errors=True)
+        res.profile_note, res.profile = self.profile(
+            f"`release apply` of ({w.key})", ["-C", str(project), "apply", "v1", "-y", "--parallelism",
+                                             str(w.parallelism)], base, f"profile-{w.key}")
+
+    def profile(self, what: str, release_args: list[str], cwd: Path, name: str) -> tuple[str, list[str] | None]:
+        """One more run of `release` under py-spy (the thread holding the GIL, 200 samples a second):
+        a note and the summary's lines."""
         spy = tools.executable("py-spy")
         if spy is None:
-            res.profile_note = "py-spy not installed (pip install py-spy)"
-            return
-        shutil.rmtree(project / ".release", ignore_errors=True)
-        raw = base / "profile.txt"
-        cmd = [spy, "record", "--format", "raw", "--rate", "200", "-o", str(raw), "--",
-               *RELEASE, "-C", str(project), "apply", "v1", "-y", "--parallelism", str(w.parallelism)]
-        sample = measure.run(cmd, cwd=base, env=RELEASE_ENV)
+            return "py-spy not installed (pip install py-spy)", None
+        raw = cwd / f"{name}.txt"
+        cmd = [spy, "record", "--gil", "--format", "raw", "--rate", str(PROFILE_RATE), "-o", str(raw), "--",
+               *RELEASE, *release_args]
+        sample = measure.run(cmd, cwd=cwd, env=RELEASE_ENV)
         if sample.rc != 0 or not raw.exists():
-            res.profile_note = f"py-spy failed: {self._failure(sample)}"
-            return
+            return f"py-spy failed: {self._failure(sample)}", None
+        if self.args.profile_dir:
+            Path(self.args.profile_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copy(raw, Path(self.args.profile_dir) / raw.name)
         prof = parse_profile(raw)
-        oncpu = prof.samples / 200 / sample.wall if sample.wall else 0
-        res.profile_note = (f"one `release apply` under `py-spy record --rate 200` (wall {sample.wall:.2f} s, "
-                            f"{prof.samples} samples of busy threads: {oncpu:.0%} of the wall time on CPU)")
-        res.profile = report.profile_lines(prof)
-        keep = Path(self.args.profile_dir) if self.args.profile_dir else None
-        if keep:
-            keep.mkdir(parents=True, exist_ok=True)
-            shutil.copy(raw, keep / f"profile-{w.key}.txt")
+        busy = prof.samples / PROFILE_RATE / sample.wall if sample.wall else 0
+        note = (f"{what} once more under `py-spy record --gil --rate {PROFILE_RATE}`: wall {sample.wall:.2f} s, "
+                f"{prof.samples} samples of the thread holding the GIL (Python running {busy:.0%} of the "
+                f"wall time); shares are of those samples")
+        return note, report.profile_lines(prof)
 
     # -- plan-only ------------------------------------------------------------------------
 
@@ -204,9 +210,11 @@ class Bench:
         rss: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in commands}
         failures: dict[tuple[int, str], str] = {}
         keys = list(times)
-        for i in range(self.args.warmup + self.args.runs):
-            k = i % len(keys)
-            for key in keys[k:] + keys[:k]:
+        # The warm-up (byte-code and page caches) needs no large graph.
+        rounds = [[k for k in keys if k[0] == sizes[0]]] * self.args.warmup
+        rounds += [keys[i % len(keys):] + keys[:i % len(keys)] for i in range(self.args.runs)]
+        for i, keys_now in enumerate(rounds):
+            for key in keys_now:
                 n, c = key
                 s = measure.run([*RELEASE, "-C", str(projects[n]), *commands[c]], cwd=self.tmp, env=RELEASE_ENV)
                 if s.rc != 0:
@@ -215,7 +223,13 @@ class Bench:
                     times[key].append(s.wall)
                     rss[key].append(s.maxrss_mb)
                 print(f"  d{n} {c:<12} {s.wall:6.2f} s", file=sys.stderr)
-        return {"sizes": sizes, "commands": list(commands), "times": times, "rss": rss, "failures": failures}
+        result = {"sizes": sizes, "commands": list(commands), "times": times, "rss": rss, "failures": failures,
+                  "profile": (None, None)}
+        if self.args.profile:
+            n = sizes[-1]
+            result["profile"] = self.profile(f"`release validate` of {n:,} services", ["-C", str(projects[n]), "validate"],
+                                             self.tmp, f"profile-d{n}-validate")
+        return result
 
     # -- start-up -------------------------------------------------------------------------
 

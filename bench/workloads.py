@@ -138,7 +138,7 @@ def local_hosts_yaml(hosts: list[str]) -> str:
 
 def even(hosts: list[str], seed: int = 11, step: float = 0.3) -> Workload:
     """(a) 24 services in four layers of six, 54 host-steps of 0.3 s on 8 hosts (fewer with
-    fewer hosts): the graph bench_ssh.py used, from the same seed."""
+    fewer hosts): the graph of the earlier SSH benchmark, from the same seed."""
     hosts = hosts[:8]
     rng = random.Random(seed)
     names = [f"s{i:02d}" for i in range(24)]
