@@ -19,12 +19,13 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import types
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +54,23 @@ class ToolRuns:
 class WorkloadResult:
     workload: workloads.Workload
     tools: dict[str, ToolRuns] = field(default_factory=dict)
-    dispatch_overhead: list[float] = field(default_factory=list)  # JSONL deploy.start -> deploy.done, less the sleep
-    journal_overhead: list[float] = field(default_factory=list)  # journal intent -> outcome, less the sleep
+    # Per-step overhead of `release` (seconds beyond the step's own sleep): {"n", "p50", "p95"}.
+    dispatch: dict | None = None  # JSONL log: deploy.start (slot taken) -> deploy.done (outcome journaled)
+    journal: dict | None = None  # journal rows: intent written -> outcome written (slot waits included)
     skipped: str | None = None
-    profile: list[str] | None = None
     profile_note: str = ""
+    profile: list[str] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorkloadResult:
+        return cls(**{**d, "workload": workloads.Workload.from_dict(d["workload"]),
+                      "tools": {k: ToolRuns(**v) for k, v in d["tools"].items()}})
+
+
+def spread(xs: list[float]) -> dict | None:
+    if not xs:
+        return None
+    return {"n": len(xs), "p50": measure.percentile(xs, 50), "p95": measure.percentile(xs, 95)}
 
 
 # -- fleet ----------------------------------------------------------------------------------
@@ -117,6 +130,9 @@ class Bench:
                 res.tools[name] = ToolRuns()
                 order.append(name)
 
+        dispatch: list[float] = []
+        journal: list[float] = []
+
         def once(name: str, record: bool) -> None:
             cmd, env = commands[name]  # type: ignore[misc]
             shutil.rmtree(project / ".release", ignore_errors=True)  # a fresh journal each run
@@ -129,7 +145,7 @@ class Bench:
                 runs.walls.append(sample.wall)
                 runs.rss.append(sample.maxrss_mb)
                 if name == "release":
-                    self._overheads(project, w, res)
+                    self._overheads(project, w, dispatch, journal)
             print(f"  {w.key} {name:<8} {sample.wall:6.2f} s{'' if record else ' (warm-up)'}", file=sys.stderr)
             if name == "ansible":
                 tools.ansible_reset(base / "ansible")
@@ -142,12 +158,13 @@ class Bench:
             k = i % len(order)
             for name in order[k:] + order[:k]:
                 once(name, record=True)
+        res.dispatch, res.journal = spread(dispatch), spread(journal)
         if self.args.profile and w.key in ("b", "c"):
             self._profile(w, project, base, res)
             fl.clear_homes()
         return res
 
-    def _overheads(self, project: Path, w: workloads.Workload, res: WorkloadResult) -> None:
+    def _overheads(self, project: Path, w: workloads.Workload, dispatch: list[float], journal: list[float]) -> None:
         """Each step's time beyond its own `sleep`: from the run's JSONL log (the command's slot
         taken -> outcome durable) and from the journal's step rows (intent -> outcome)."""
         durations = {s.name: s.duration for s in w.services}
@@ -160,13 +177,13 @@ class Bench:
                     starts[key] = dt.datetime.fromisoformat(e["ts"])
                 elif e.get("event") == "deploy.done" and key in starts:
                     took = (dt.datetime.fromisoformat(e["ts"]) - starts[key]).total_seconds()
-                    res.dispatch_overhead.append(took - durations[key[0]])
+                    dispatch.append(took - durations[key[0]])
         db = project / ".release" / "journal.db"
         if db.exists():
             with sqlite3.connect(db) as conn:
                 rows = conn.execute("select node, started_at, ended_at from steps "
                                     "where kind = 'service' and status = 'ok'").fetchall()
-            res.journal_overhead.extend(end - start - durations[node] for node, start, end in rows)
+            journal.extend(end - start - durations[node] for node, start, end in rows)
 
     def _profile(self, w: workloads.Workload, project: Path, base: Path, res: WorkloadResult) -> None:
         shutil.rmtree(project / ".release", ignore_errors=True)
@@ -196,39 +213,44 @@ class Bench:
                 f"wall time); shares are of those samples")
         return note, report.profile_lines(prof)
 
+    def interleaved(self, commands: dict[str, list[str]], warm: list[str]) -> dict:
+        """--warmup rounds of the commands in `warm` (unmeasured), then --runs rounds of all of
+        them, the order rotating by one each round: times, peak RSS and failures per command."""
+        keys = list(commands)
+        rounds = [warm] * self.args.warmup
+        rounds += [keys[i % len(keys):] + keys[:i % len(keys)] for i in range(self.args.runs)]
+        out: dict = {"times": {k: [] for k in keys}, "rss": {k: [] for k in keys}, "failures": {}}
+        for i, now in enumerate(rounds):
+            for k in now:
+                s = measure.run(commands[k], cwd=self.tmp, env=RELEASE_ENV)
+                if s.rc != 0:
+                    out["failures"][k] = self._failure(s)
+                elif i >= self.args.warmup:
+                    out["times"][k].append(s.wall)
+                    out["rss"][k].append(s.maxrss_mb)
+                print(f"  {k:<44} {s.wall:6.2f} s{'' if i >= self.args.warmup else ' (warm-up)'}", file=sys.stderr)
+        return out
+
     # -- plan-only ------------------------------------------------------------------------
 
     def run_plans(self) -> dict:
         sizes = [int(x) for x in self.args.plan_sizes.split(",")]
-        projects = {}
+        verbs = {"validate": ["validate"], "plan": ["plan", "v1"], "plan --json": ["plan", "v1", "--json"]}
+        commands = {}
         for n in sizes:
             w = workloads.plan_only(n)
-            projects[n] = self.tmp / f"d{n}"
-            w.write_project(projects[n], workloads.local_hosts_yaml(w.hosts))
-        commands = {"validate": ["validate"], "plan": ["plan", "v1"], "plan --json": ["plan", "v1", "--json"]}
-        times: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in commands}
-        rss: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in commands}
-        failures: dict[tuple[int, str], str] = {}
-        keys = list(times)
+            project = self.tmp / f"d{n}"
+            w.write_project(project, workloads.local_hosts_yaml(w.hosts))
+            for verb, words in verbs.items():
+                commands[report.plan_key(n, verb)] = [*RELEASE, "-C", str(project), *words]
         # The warm-up (byte-code and page caches) needs no large graph.
-        rounds = [[k for k in keys if k[0] == sizes[0]]] * self.args.warmup
-        rounds += [keys[i % len(keys):] + keys[:i % len(keys)] for i in range(self.args.runs)]
-        for i, keys_now in enumerate(rounds):
-            for key in keys_now:
-                n, c = key
-                s = measure.run([*RELEASE, "-C", str(projects[n]), *commands[c]], cwd=self.tmp, env=RELEASE_ENV)
-                if s.rc != 0:
-                    failures[key] = self._failure(s)
-                elif i >= self.args.warmup:
-                    times[key].append(s.wall)
-                    rss[key].append(s.maxrss_mb)
-                print(f"  d{n} {c:<12} {s.wall:6.2f} s", file=sys.stderr)
-        result = {"sizes": sizes, "commands": list(commands), "times": times, "rss": rss, "failures": failures,
-                  "profile": (None, None)}
+        result = self.interleaved(commands, [report.plan_key(sizes[0], v) for v in verbs])
+        result.update(sizes=sizes, commands=list(verbs), profile=[None, None])
         if self.args.profile:
             n = sizes[-1]
-            result["profile"] = self.profile(f"`release validate` of {n:,} services", ["-C", str(projects[n]), "validate"],
-                                             self.tmp, f"profile-d{n}-validate")
+            result["profile"] = self.profile(f"`release validate` of {n:,} services",
+                                             ["-C", str(self.tmp / f"d{n}"), "validate"], self.tmp,
+                                             f"profile-d{n}-validate")
         return result
 
     # -- start-up -------------------------------------------------------------------------
@@ -238,28 +260,17 @@ class Bench:
         shutil.copytree(ROOT / "services.d", demo / "services.d")
         shutil.copytree(ROOT / "migrations", demo / "migrations")
         setup = measure.run([*RELEASE, "-C", str(demo), "apply", "v2.3", "-y"], cwd=self.tmp, env=RELEASE_ENV)
+        status = "release status (demo, after apply v2.3)"
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "python -c 'import typer'": [sys.executable, "-c", "import typer"],
             "release --help": [*RELEASE, "--help"],
-            "release status (demo, after apply v2.3)": [*RELEASE, "-C", str(demo), "status"],
+            status: [*RELEASE, "-C", str(demo), "status"],
         }
-        times: dict[str, list[float]] = {c: [] for c in commands}
-        rss: dict[str, list[float]] = {c: [] for c in commands}
-        failures: dict[str, str] = {}
+        result = self.interleaved(commands, list(commands))
         if setup.rc != 0:
-            failures["release status (demo, after apply v2.3)"] = "demo apply failed: " + self._failure(setup)
-        names = list(commands)
-        for i in range(self.args.warmup + self.args.runs):
-            k = i % len(names)
-            for c in names[k:] + names[:k]:
-                s = measure.run(commands[c], cwd=self.tmp, env=RELEASE_ENV)
-                if s.rc != 0:
-                    failures[c] = self._failure(s)
-                elif i >= self.args.warmup:
-                    times[c].append(s.wall)
-                    rss[c].append(s.maxrss_mb)
-        return {"times": times, "rss": rss, "failures": failures}
+            result["failures"][status] = "demo apply failed: " + self._failure(setup)
+        return result
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -277,6 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="one more `release apply` of b and c under py-spy")
     ap.add_argument("--profile-dir", help="keep py-spy's raw stacks there")
     ap.add_argument("--keep", action="store_true", help="keep the generated projects, playbooks and logs")
+    ap.add_argument("--render", metavar="JSON", help="only write --out again from a saved RESULTS.json")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"), help="the results file")
     args = ap.parse_args(argv)
     args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]
@@ -288,11 +300,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    started = dt.datetime.now().astimezone()
-    load_before = os.getloadavg()
+    if args.render:
+        state = json.loads(Path(args.render).read_text())
+    else:
+        # A plain `kill` must tear the fleet down too: turn SIGTERM into an exception.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        state = measure_all(args, "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(state, indent=1) + "\n")
+    Path(args.out).write_text(report.render(state))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def measure_all(args: argparse.Namespace, command: str) -> dict:
+    """Everything asked for, as one JSON-able record (RESULTS.json beside RESULTS.md)."""
+    state: dict = {"command": command, "started": dt.datetime.now().astimezone().isoformat(timespec="minutes"),
+                   "machine": machine(), "runs": args.runs, "warmup": args.warmup, "load": [os.getloadavg()],
+                   "results": [], "plans": None, "startup": None}
     results: list[WorkloadResult] = []
-    plans = startup = None
     tmp = Path(tempfile.mkdtemp(prefix="release-bench-"))
     try:
         bench = Bench(args, tmp)
@@ -317,18 +343,16 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 fl.stop()
         if "d" in args.workloads:
-            plans = bench.run_plans()
-        startup = bench.run_startup()
+            state["plans"] = bench.run_plans()
+        state["startup"] = bench.run_startup()
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    text = report.render(command=command, started=started, load=(load_before, os.getloadavg()),
-                         results=results, plans=plans, startup=startup, args=args)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    state["results"] = [asdict(r) for r in results]
+    state["load"].append(os.getloadavg())
+    return state
 
 
 def machine() -> dict[str, str]:

@@ -38,6 +38,10 @@ class Workload:
     parallelism: int = 16  # `release apply --parallelism`, and the floor's cap
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Workload:
+        return cls(**{**d, "services": [Service(**s) for s in d["services"]]})
+
     # -- shape ------------------------------------------------------------------------------
 
     def graph(self) -> nx.DiGraph:
