@@ -91,3 +91,19 @@ def summary(p: Profile, top: int = 12) -> list[str]:
     lines += [f"| {pct(imports)} | importing modules (`_find_and_load`, outermost) |"]
     lines += ["", "Own samples by package: " + ", ".join(f"{m} {pct(n)}" for m, n in p.modules.most_common(10))]
     return lines
+
+
+def import_times(stderr: str) -> tuple[float, list[tuple[str, float]]]:
+    """`python -X importtime`'s report: the whole import time of `orchestrator` and, per top-level
+    package, the cumulative time of its first import (packages imported by another count there)."""
+    total = 0.0
+    per: Counter = Counter()
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, cumulative, name = (x.strip() for x in line[len("import time:"):].split("|"))
+        if name == "orchestrator":
+            total = int(cumulative) / 1e6
+        elif "." not in name and not name.startswith("_"):
+            per[name] += int(cumulative) / 1e6
+    return total, per.most_common(8)

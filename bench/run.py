@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import measure, report, tools, workloads  # noqa: E402
-from bench.profile import parse as parse_profile  # noqa: E402
+from bench.profile import import_times, parse as parse_profile  # noqa: E402
 
 RELEASE = [sys.executable, "-m", "orchestrator"]
 RELEASE_ENV = {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
@@ -270,6 +270,9 @@ class Bench:
         result = self.interleaved(commands, list(commands))
         if setup.rc != 0:
             result["failures"][status] = "demo apply failed: " + self._failure(setup)
+        if self.args.profile:
+            s = measure.run([sys.executable, "-X", "importtime", *RELEASE[1:], "--help"], cwd=self.tmp, env=RELEASE_ENV)
+            result["imports"] = import_times(s.stderr)
         return result
 
 
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         state = measure_all(args, "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(state, indent=1) + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(state, separators=(",", ":")) + "\n")
     Path(args.out).write_text(report.render(state))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
