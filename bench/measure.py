@@ -42,26 +42,25 @@ def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None =
     if os.access(GNU_TIME, os.X_OK):
         cmd = [GNU_TIME, "-q", "-f", "%M", "-o", str(rss_path), *cmd]
     full_env = {**os.environ, **(env or {})}
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        killer = threading.Timer(timeout, proc.kill)  # a hung tool must not hang the benchmark
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
-    stdout = out_path.read_text(errors="replace")
-    stderr = err_path.read_text(errors="replace")
-    out_path.unlink(missing_ok=True)
-    err_path.unlink(missing_ok=True)
-    maxrss_kb = usage.ru_maxrss
-    text = rss_path.read_text().strip().splitlines()
-    rss_path.unlink(missing_ok=True)
-    if text and text[-1].isdigit():
-        maxrss_kb = int(text[-1])
+    try:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            killer = threading.Timer(timeout, proc.kill)  # a hung tool must not hang the benchmark
+            killer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                killer.cancel()
+            wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
+        stdout = out_path.read_text(errors="replace")
+        stderr = err_path.read_text(errors="replace")
+        text = rss_path.read_text().strip().splitlines()
+    finally:
+        for path in (out_path, err_path, rss_path):
+            path.unlink(missing_ok=True)
+    maxrss_kb = int(text[-1]) if text and text[-1].isdigit() else usage.ru_maxrss
     return Sample(wall, proc.returncode, maxrss_kb / 1024, stdout, stderr)
 
 
