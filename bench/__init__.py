@@ -1,0 +1,1 @@
+"""Benchmarks of `release`: `python -m bench` (see bench/run.py and docs/development.md)."""
