@@ -23,7 +23,7 @@ from .journal import Journal, default_url
 from .lifecycle import ReleaseState, decide_apply, nothing_to_revert
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project, merge_sources
-from .migrations import in_worker
+from .migrations import Rendered, in_worker
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, journal_sources, make_plan, runner_for
 from .probes import read_live, read_state
 from .runs import RunResult
@@ -69,13 +69,14 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
             j.close()
 
 
-def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) -> dict[str, str]:
-    """The SQL each migration of the plan would run (Alembic offline mode), per database."""
+def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) -> dict[str, list[Rendered]]:
+    """The SQL each migration of the plan would run (Alembic offline mode), per database and per
+    revision; a revision that cannot be rendered offline has `error` instead of `sql`."""
     p = plan(project_dir, name, journal=journal)
     out = {}
     for step in p.steps:
         if step.action == MIGRATE:
-            out[step.node] = runner_for(p.project, p.project.databases[step.node]).offline_sql(step.from_, step.to)
+            out[step.node] = runner_for(p.project, p.project.databases[step.node]).render(step.from_, step.to)
     return out
 
 
