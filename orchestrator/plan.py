@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,15 @@ class PlanStep:
     warnings: list[PlanWarning | str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
     blocked: str | None = None  # databases: a downgrade that cannot run (apply refuses it)
+    # Databases: the risk checks, run when the warnings are first shown. They render every
+    # revision offline, which an apply that shows no plan (-y, no terminal) does not need.
+    checks: Callable[[], list[PlanWarning | str]] | None = field(default=None, repr=False)
 
     def all_warnings(self) -> list[PlanWarning]:
         """Every warning as an object: the step's own, then drift and a blocked downgrade."""
+        if self.checks is not None:
+            checks, self.checks = self.checks, None
+            self.warnings += checks()
         out = [PlanWarning.of(w) for w in self.warnings]
         out += [PlanWarning.of(w, kind) for w, kind in ((self.drift, "drift"), (self.blocked, "blocked")) if w]
         return out
@@ -238,7 +245,7 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
             f"revision {runner.scripts.label(r)} has no working downgrade ({why[r]})" for r in undo))
     bad = [h.revision for h in hops if h.direction == "up" and h.revision in why]
     step.reversible = not bad
-    step.warnings += _revision_warnings(runner, current, target, {r: why[r] for r in bad})
+    step.checks = lambda: _revision_warnings(runner, current, target, {r: why[r] for r in bad})
     return step
 
 

@@ -53,32 +53,29 @@ class Schema:
                             after=hop.to_rev)
         return await self.run.step(intent, start, finish, direction=hop.direction)
 
-    async def _walk(self, spec: DatabaseSpec, runner: MigrationRunner, target: str | None, hops: list[Hop],
-                    action: Action, blocked: dict[str, str], force: bool) -> bool:
-        """Hop by hop to `target`, each revision journaled and committed on its own, on one
+    async def _walk(self, spec: DatabaseSpec, runner: MigrationRunner, session: migrations.Session,
+                    hops: list[Hop], action: Action, blocked: dict[str, str], force: bool) -> bool:
+        """Hop by hop, each revision journaled and committed on its own, on the session's one
         connection. `blocked`: revisions whose downgrade cannot run, and why."""
-        if not hops:
-            return True
-        async with runner.session(target) as session:
-            for i, hop in enumerate(hops):
-                if self.run.stopping:
-                    self.run.skipped(spec.name, "database", "release stopping", action=action(hop),
-                                     revision=hop.revision)
-                    return False
-                why = blocked.get(hop.revision) if hop.direction == "down" else None
-                if why is None:
-                    ok = await self._step(spec, session, hop, action(hop))
-                elif force:
-                    note = (f"--force: the downgrade of revision {runner.scripts.label(hop.revision)} was not run "
-                            f"({why}); the version table now says {hop.to_rev or 'base'}, and the schema keeps "
-                            f"what {hop.revision} did")
-                    self.run.log.warning("downgrade.skipped", node=spec.name, revision=hop.revision, why=note)
-                    ok = await self._step(spec, session, hop, "skip", skip=note)
-                else:
-                    await self._refuse(spec, runner, hop, why, [h.revision for h in hops[i:]])
-                    return False
-                if not ok:
-                    return False
+        for i, hop in enumerate(hops):
+            if self.run.stopping:
+                self.run.skipped(spec.name, "database", "release stopping", action=action(hop),
+                                 revision=hop.revision)
+                return False
+            why = blocked.get(hop.revision) if hop.direction == "down" else None
+            if why is None:
+                ok = await self._step(spec, session, hop, action(hop))
+            elif force:
+                note = (f"--force: the downgrade of revision {runner.scripts.label(hop.revision)} was not run "
+                        f"({why}); the version table now says {hop.to_rev or 'base'}, and the schema keeps "
+                        f"what {hop.revision} did")
+                self.run.log.warning("downgrade.skipped", node=spec.name, revision=hop.revision, why=note)
+                ok = await self._step(spec, session, hop, "skip", skip=note)
+            else:
+                await self._refuse(spec, runner, hop, why, [h.revision for h in hops[i:]])
+                return False
+            if not ok:
+                return False
         return True
 
     async def _refuse(self, spec: DatabaseSpec, runner: MigrationRunner, hop: Hop, why: str,
@@ -120,11 +117,15 @@ class Schema:
                 if earlier:  # a resumed apply: keep what the first attempt may have applied
                     files = migrations.merge_archives(earlier, files)
                 await asyncio.to_thread(journal.archive, release_id, spec.name, files)
-                # Loading scripts takes Alembic's lock, held by a running revision: not on the loop.
-                hops = await migrations.in_worker(_hops_from_here, runner, target)
             except ReleaseError as exc:
                 return self._refused(spec, "migrate", str(exc))
-            return await self._walk(spec, runner, target, hops, lambda _: "migrate", {}, False)
+            async with runner.session(target) as session:
+                try:
+                    # From wherever the database really is (its Alembic heads).
+                    hops = await session.call(lambda heads: runner.hops(_head(heads), target))
+                except ReleaseError as exc:
+                    return self._refused(spec, "migrate", str(exc))
+                return await self._walk(spec, runner, session, hops, lambda _: "migrate", {}, False)
         return job
 
     def downgrade_job(self, spec: DatabaseSpec, restore: str | None, force: bool) -> Job:
@@ -134,22 +135,26 @@ class Schema:
                 try:
                     location = migrations.restore(files, Path(tmp)) if files else None
                     runner = runner_for(self.project, spec, location)
-                    hops = await migrations.in_worker(_hops_from_here, runner, restore)
-                    blocked = await migrations.in_worker(_irreversible, runner, hops)
                 except ReleaseError as exc:
                     return self._refused(spec, "downgrade", str(exc))
-                return await self._walk(spec, runner, restore, hops, _revert_action, blocked, force)
+                async with runner.session(restore) as session:
+                    try:
+                        hops, blocked = await session.call(lambda heads: _revert_plan(runner, heads, restore))
+                    except ReleaseError as exc:
+                        return self._refused(spec, "downgrade", str(exc))
+                    return await self._walk(spec, runner, session, hops, _revert_action, blocked, force)
         return job
 
 
-def _hops_from_here(runner: MigrationRunner, target: str | None) -> list[Hop]:
-    """The hops from wherever the database really is (its Alembic heads) to `target`."""
-    heads = runner.current_heads()
-    return runner.hops(heads[0] if heads else None, target)
+def _head(heads: tuple[str, ...]) -> str | None:
+    return heads[0] if heads else None
 
 
-def _irreversible(runner: MigrationRunner, hops: list[Hop]) -> dict[str, str]:
-    return {h.revision: why for h in hops if h.direction == "down" and (why := runner.irreversible(h.revision))}
+def _revert_plan(runner: MigrationRunner, heads: tuple[str, ...], restore: str | None) -> tuple[
+        list[Hop], dict[str, str]]:
+    """The hops back to `restore`, and why each downgrade that cannot run cannot."""
+    hops = runner.hops(_head(heads), restore)
+    return hops, {h.revision: why for h in hops if h.direction == "down" and (why := runner.irreversible(h.revision))}
 
 
 def _count(revisions: list[str]) -> str:

@@ -233,16 +233,20 @@ class MigrationRunner:
             return self.current_heads()
         return HopSession(self, hops[-1].to_rev if hops else None).run_all([(h, False) for h in hops])[-1]
 
-    def _bound(self, conn: Connection) -> None:
-        """Bound the revision's SQL by `timeout`: per statement on PostgreSQL (statement_timeout),
-        for the whole revision on SQLite (a progress handler); the aborted statement rolls the
-        revision back as any error does. A worker thread cannot be killed from outside, so the
-        bound has to come from the database; Python code in a revision is not bounded."""
+    def _bound(self, conn: Connection, *, connected: bool = False) -> None:
+        """Bound the revision's SQL by `timeout`: per statement on PostgreSQL (statement_timeout,
+        set once when the connection is made: it is the tool's own connection), for the whole
+        revision on SQLite (a progress handler, set when its transaction begins); the aborted
+        statement rolls the revision back as any error does. A worker thread cannot be killed from
+        outside, so the bound has to come from the database; Python code in a revision is not
+        bounded."""
         if not self.timeout:
             return
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}")
-        elif conn.dialect.name == "sqlite":
+            if connected:
+                conn.exec_driver_sql(f"SET statement_timeout = {int(self.timeout * 1000)}")
+                conn.commit()
+        elif conn.dialect.name == "sqlite" and not connected:
             deadline = time.monotonic() + self.timeout
             conn.connection.driver_connection.set_progress_handler(
                 lambda: 1 if time.monotonic() > deadline else 0, 10_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import traceback
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,11 @@ class ScriptGraph:
                 raise InputError(f"{self.where()}: not an Alembic script directory (no versions/)")
             try:
                 with _ALEMBIC_LOCK, _no_bytecode(), self.on_path():
-                    script = ScriptDirectory.from_config(self.config())
-                    script.get_heads()  # loads every revision file: surface their errors now
+                    self._directory = _load(self)
             except InputError:
                 raise
             except Exception as exc:
                 raise InputError(self.load_error(exc)) from None
-            self._directory = script
         return self._directory
 
     def load_error(self, exc: BaseException) -> str:
@@ -297,6 +296,30 @@ def _split(rev: str | None) -> tuple[str, ...]:
 
 def _join(revs: tuple[str, ...]) -> str | None:
     return ",".join(revs) if revs else None
+
+
+# Loaded script directories, reused while none of their files changed: one apply builds a runner
+# for the checks, one for the plan and one for the migration, and loading a long history (every
+# revision module) each time would cost more than the plan itself.
+_LOADED: OrderedDict[tuple[str, ...], tuple[tuple[tuple[str, int, int], ...], ScriptDirectory]] = OrderedDict()
+_LOADED_MAX = 8
+
+
+def _load(graph: ScriptGraph) -> ScriptDirectory:
+    loc = graph.location
+    key = (str(loc), *graph.python_path)
+    stamp = tuple((str(p), st.st_mtime_ns, st.st_size) for p in [loc / "env.py", *sorted(loc.glob("versions/**/*.py"))]
+                  if (st := p.stat()))
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        _LOADED.move_to_end(key)
+        return cached[1]
+    script = ScriptDirectory.from_config(graph.config())
+    script.get_heads()  # loads every revision file: surface their errors now
+    _LOADED[key] = (stamp, script)
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return script
 
 
 def _failing_file(exc: BaseException, location: Path) -> Path | None:

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationStep
 from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StepFailed
 from ..logs import get_logger
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from .runtime import MigrationRunner
 
+T = TypeVar("T")
 VERB = {"up": "upgrade", "down": "downgrade"}
 
 
@@ -49,6 +52,15 @@ class _Request:
 
 
 @dataclass
+class _Call:
+    """`fn(heads)` on the worker, with the heads read on the session's connection: where the
+    database really is, without a connection of its own."""
+
+    fn: Callable[[tuple[str, ...]], Any]
+    future: Future[Any]
+
+
+@dataclass
 class _EnvRun:
     """What one env.py run has got to."""
 
@@ -56,6 +68,10 @@ class _EnvRun:
     trans: RootTransaction | None = None
     ours: bool | None = None  # env.py configured Alembic with the handed-over connection
     closed: bool = False  # the caller said there are no more hops
+    heads: tuple[str, ...] | None = None  # the version table after the last step, as Alembic wrote it
+
+    def record(self, *, heads: set[str], **_: Any) -> None:
+        self.heads = tuple(sorted(heads))
 
 
 class HopSession:
@@ -66,7 +82,7 @@ class HopSession:
         self.runner = runner
         self.scripts = runner.scripts
         self.destination = destination  # what env.py's context.get_revision_argument() says
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | _Call | None] = queue.SimpleQueue()
         self._engine: Engine | None = None
         self._conn: Connection | None = None
 
@@ -75,16 +91,55 @@ class HopSession:
         self._queue.put(_Request(hop, skip, future))
         return future
 
+    def call(self, fn: Callable[[tuple[str, ...]], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put(_Call(fn, future))
+        return future
+
     def close(self) -> None:
         self._queue.put(None)
 
     def _take(self) -> _Request | None:
-        """The next hop to run; one whose caller gave up (cancelled) before it started is dropped,
-        and one that starts can no longer be cancelled."""
+        """The next hop to run, answering calls on the way; one whose caller gave up (cancelled)
+        before it started is dropped, and one that starts can no longer be cancelled."""
         while True:
             request = self._queue.get()
-            if request is None or request.future.set_running_or_notify_cancel():
+            if isinstance(request, _Call):
+                self._answer(request)
+            elif request is None or request.future.set_running_or_notify_cancel():
                 return request
+
+    def _answer(self, call: _Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            heads = self._heads()
+        except Exception as exc:
+            call.future.set_exception(exc)
+            return
+        try:
+            call.future.set_result(call.fn(heads))
+        except Exception as exc:  # noqa: BLE001 - the caller's to raise, not the worker's
+            call.future.set_exception(exc)
+
+    def _heads(self) -> tuple[str, ...]:
+        """The database's heads, read between revisions (no transaction of ours is open)."""
+        if not self.runner.exists():
+            return ()  # connecting would create a SQLite file that nothing asked for yet
+        conn = self._connection()
+        try:
+            return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+        except SQLAlchemyError as exc:
+            raise StepFailed(f"database {self.runner.name} ({self.runner.masked_url}): cannot read the Alembic "
+                             f"version: {_scrub(_reason(exc), self.runner.url)}") from None
+        finally:
+            self._end_read(conn)
+
+    def _end_read(self, conn: Connection) -> None:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - a broken connection: the next use makes a new one
+            self._dispose()
 
     def serve(self) -> None:
         request = self._take()
@@ -124,14 +179,20 @@ class HopSession:
             # Which connection env.py configured tells whether the revision is in our
             # transaction; the heads it read are where the database really is.
             run.ours = context.connection is conn
+            # Alembic checks that each version-table write hits exactly one row and reports the
+            # heads it leaves: no query of ours per revision for them.
+            context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, run.record)
             heads = tuple(heads)
             while run.current is not None:
                 request = run.current
                 self._check_at(request.hop, heads)
+                run.heads = None
                 yield self.scripts.step(request.hop, skip=request.skip)
                 if not run.ours:
                     return
-                heads = tuple(sorted(context.get_current_heads()))
+                if run.heads is None:
+                    raise NotAtExpectedRevision("Alembic did not record the revision in its version table")
+                heads = run.heads
                 self._check_done(request.hop, heads)
                 assert run.trans is not None
                 run.trans.commit()
@@ -192,6 +253,12 @@ class HopSession:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._engine = self.runner._engine()
             self._conn = self.runner._connect(self._engine)
+            try:
+                self.runner._bound(self._conn, connected=True)
+            except Exception as exc:
+                self._dispose()
+                raise StepFailed(f"database {self.runner.name}: cannot set statement_timeout: "
+                                 f"{_scrub(_reason(exc), self.runner.url)}") from None
         return self._conn
 
     def _begin(self, conn: Connection) -> RootTransaction:
@@ -224,9 +291,16 @@ class HopSession:
         unknown = [h for h in heads if not self.scripts.known(h)]
         if unknown:
             raise NotAtExpectedRevision(f"the database is at {fmt(heads)}, which these scripts do not know")
-        applied = self.scripts.closure(heads)
         if hop.direction == "up":
-            ok = hop.revision not in applied and all(d in applied for d in self.scripts.downs(hop.revision))
+            parents = self.scripts.downs(hop.revision)
+            # The version table holds heads only, never an ancestor of another head: with every
+            # parent a head, the revision cannot be applied yet. Else walk the history (slow on a
+            # long one, so not for every revision of a straight line).
+            if parents and set(parents) <= set(heads):
+                ok = True
+            else:
+                applied = self.scripts.closure(heads)
+                ok = hop.revision not in applied and all(d in applied for d in parents)
         else:
             ok = hop.revision in heads
         if not ok:
@@ -280,6 +354,11 @@ class Session:
 
     async def apply(self, hop: Hop, *, skip: bool = False) -> tuple[str, ...]:
         return await asyncio.wrap_future(self._hops.submit(hop, skip=skip))
+
+    async def call(self, fn: Callable[[tuple[str, ...]], T]) -> T:
+        """`fn(heads)` on the worker (scripts load there, under Alembic's lock), with the heads
+        read on this session's connection."""
+        return await asyncio.wrap_future(self._hops.call(fn))
 
     async def __aexit__(self, *exc: Any) -> None:
         self._hops.close()
