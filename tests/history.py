@@ -276,13 +276,14 @@ def _rev_id(seed: int, i: int) -> str:
 
 def plan_history(dialect: str, count: int = 160, seed: int = 7, helper: str | None = None) -> list[Rev]:
     """The revisions, without writing them. Fixed places (as fractions of `count`): the
-    irreversible revisions at 1/4 and 3/8, the branches from about 11/16 to 3/4, the data
-    migration at about 13/16; every 9th revision is empty. `helper` names a module that one
-    early revision imports (for import-failure tests)."""
+    irreversible revisions at 1/4 and 3/8, the branches (7 revisions with their merge) from
+    11/16, the data migration at 13/16 or right after the merge; every 9th revision is empty.
+    `helper` names a module that revision 2 imports (for import-failure tests)."""
     w = _Writer(dialect, seed)
     revs: list[Rev] = []
     raise_at, pass_at = count // 4, (3 * count) // 8
-    branch_at, data_at = (11 * count) // 16, (13 * count) // 16
+    branch_at = (11 * count) // 16
+    data_at = max((13 * count) // 16, branch_at + 7)
     helper_at = 2 if helper else -1
 
     def add(slug: str, down, up: list[str], downgrade: list[str], role: str = "ddl",  # noqa: ANN001
