@@ -82,7 +82,7 @@ def test_drift_is_reported_and_revert_restores_what_the_host_ran(tmp_path: Path)
     (hosts / "h2/apps/api/current").symlink_to("releases/v0.9")
     plan = orchestrator.plan(root, "v2").to_json()
     api = next(s for s in plan["steps"] if s["node"] == "api")
-    assert "drift: journal says v1, h2 reports v0.9" in api["warnings"]
+    assert {"revision": None, "kind": "drift", "message": "drift: journal says v1, h2 reports v0.9"} in api["warnings"]
     assert api["current"] == {"h1": "v1", "h2": "v0.9"} and api["from"] is None
     st = orchestrator.status(root, live=True)
     assert {"node": "api", "host": "h2", "journal": "v1", "live": "v0.9"} in st["drift"]
