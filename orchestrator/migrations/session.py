@@ -3,9 +3,10 @@
 `alembic upgrade` runs every revision from one env.py run on one connection. The tool must also
 journal each revision before it starts, and those journal writes happen on the event loop,
 between revisions. So env.py runs once, on the Alembic worker thread, with a `fn` that gives
-Alembic one step at a time: after each revision it checks the version table, commits that
-revision's transaction, answers the caller and waits for the next hop (or the end of the run).
-Still one transaction per revision, committed only when the revision ran through.
+Alembic one step at a time: after each revision it checks where Alembic's version table now
+stands, commits that revision's transaction, answers the caller and waits for the next hop (or the
+end of the run). Still one transaction per revision, committed only when the revision ran through.
+The caller also asks where the database is through the same connection (`call`).
 
 An env.py that ignores the handed-over connection (`config.attributes["connection"]`) commits on
 its own terms; it then gets one hop per env.py run, so that each revision is still journaled on
@@ -142,9 +143,10 @@ class HopSession:
             self._dispose()
 
     def serve(self) -> None:
-        request = self._take()
+        request = None
         try:
             with _ALEMBIC_LOCK, _no_bytecode(), self.scripts.on_path():
+                request = self._take()
                 while request is not None:
                     request = self._env_run(request)
         except BaseException as exc:  # a bug here must not leave a caller waiting for ever
