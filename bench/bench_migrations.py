@@ -45,6 +45,7 @@ from history import write_history  # noqa: E402
 from orchestrator import commands  # noqa: E402
 from orchestrator.logs import configure  # noqa: E402
 from orchestrator.migrations import MigrationRunner  # noqa: E402
+from orchestrator.migrations import scripts as loaded_scripts  # noqa: E402
 from pgserver import PgServer, find_bindir  # noqa: E402
 
 # Alembic's own advice for PostgreSQL when every revision must stand on its own.
@@ -140,6 +141,8 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in rows}
         for _ in range(args.runs):
             for name, fn in rows.items():  # interleaved, so that drift in the machine hits all
+                # Each `release` command is a process of its own: no scripts loaded by a run before.
+                loaded_scripts._LOADED.clear()
                 times[name].append(fn(new_database(url)))
     finally:
         if server is not None:
