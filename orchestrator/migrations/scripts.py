@@ -18,8 +18,8 @@ from typing import Literal
 from alembic.config import Config
 from alembic.runtime.migration import MigrationStep, RevisionStep
 from alembic.script import Script, ScriptDirectory
-from alembic.util import CommandError
 from alembic.script.revision import RevisionMap
+from alembic.util import CommandError
 
 from ..errors import InputError
 from ._guards import _ALEMBIC_LOCK, _no_bytecode, _on_path
