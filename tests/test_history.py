@@ -173,6 +173,7 @@ def test_apply_and_revert_leave_what_plain_alembic_leaves(repo: Repo) -> None:
     assert journal_rows(repo.root, "select state from releases order by id desc limit 1") == [("reverted",)]
 
 
+@pytest.mark.slow
 def test_plan_names_the_revision_of_every_warning(repo: Repo) -> None:
     h = repo.history
     start = h[30]
@@ -271,6 +272,7 @@ def test_revert_stops_at_the_first_irreversible_revision_and_force_skips_it(repo
     assert repo.json("status")["databases"][DB] == h[30].id
 
 
+@pytest.mark.slow
 def test_scripts_that_will_not_import_are_reported_cleanly_everywhere(fast_dir: Path) -> None:
     repo = make_repo(fast_dir / "repo", "sqlite", f"sqlite:///{fast_dir / 'tool.db'}",
                      f"sqlite:///{fast_dir / 'plain.db'}", count=24, helper="histhelpers")
@@ -326,6 +328,7 @@ def test_env_py_runs_once_for_all_revisions_of_a_run(fast_dir: Path) -> None:
     assert runs.read_text().count("run") == 2
 
 
+@pytest.mark.slow
 def test_a_revert_that_takes_a_database_back_up_says_upgrade(fast_dir: Path) -> None:
     repo = make_repo(fast_dir / "repo", "sqlite", f"sqlite:///{fast_dir / 'tool.db'}",
                      f"sqlite:///{fast_dir / 'plain.db'}", count=24)
