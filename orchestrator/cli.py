@@ -160,12 +160,7 @@ def plan(
     """The dry run: what would change, in which order and waves. Creates nothing."""
     try:
         if sql:
-            statements = commands.plan_sql(opts.project_dir, name, journal=opts.journal)
-            if opts.json:
-                _out(statements)
-            else:
-                for db, text in statements.items():
-                    _say(f"-- {db}\n{text}")
+            _print_sql(commands.plan_sql(opts.project_dir, name, journal=opts.journal))
             return
         p = commands.plan(opts.project_dir, name, journal=opts.journal, force=tuple(force),
                           scope=Scope(tuple(target), tuple(limit)), out=out)
@@ -179,6 +174,25 @@ def plan(
         _say(plans.render(p))
     if detailed_exitcode and p.changes:
         raise typer.Exit(2)
+
+
+def _print_sql(rendered: dict[str, list[Any]]) -> None:
+    """Each revision's SQL under a header naming it; one that cannot be rendered offline gets a
+    comment saying why. Exit 1 only when there were revisions and none could be rendered."""
+    if opts.json:
+        _out({db: [{"revision": r.revision, "file": r.file, "sql": r.sql, "error": r.error} for r in parts]
+              for db, parts in rendered.items()})
+    else:
+        for db, parts in rendered.items():
+            for r in parts:
+                if r.sql is None:
+                    _say(f"-- {db}: {r.label}: not rendered: {' '.join(str(r.error).split())}\n")
+                else:
+                    _say(f"-- {db}: {r.label}\n{r.sql}")
+    parts = [r for rs in rendered.values() for r in rs]
+    if parts and all(r.sql is None for r in parts):
+        _error("no revision could be rendered offline")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from .journal import Journal
 from .lifecycle import Phase, ReleaseState, decide_apply, nothing_to_revert, resumes
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project
+from .migrations import Rendered
 from .notify import Notifier
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, make_plan, runner_for
 from .probes import ProbeFailed, read_live
@@ -88,13 +89,14 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
             j.close()
 
 
-def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) -> dict[str, str]:
-    """The SQL each migration of the plan would run (Alembic offline mode), per database."""
+def plan_sql(project_dir: Path | str, name: str, *, journal: str | None = None) -> dict[str, list[Rendered]]:
+    """The SQL each migration of the plan would run (Alembic offline mode), per database and per
+    revision; a revision that cannot be rendered offline has `error` instead of `sql`."""
     p = plan(project_dir, name, journal=journal)
     out = {}
     for step in p.steps:
         if step.action == MIGRATE:
-            out[step.node] = runner_for(p.project, p.project.databases[step.node]).offline_sql(step.from_, step.to)
+            out[step.node] = runner_for(p.project, p.project.databases[step.node]).render(step.from_, step.to)
     return out
 
 

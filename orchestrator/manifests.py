@@ -136,6 +136,9 @@ class DatabaseSpec(_Strict):
     target: str = "head"
     depends_on: list[str] = Field(default_factory=list)
     timeout: float = Field(600, gt=0)
+    # Directories (relative to the project) put in front of sys.path while the scripts load and
+    # run, for revisions that import helper modules: Alembic's `prepend_sys_path`.
+    python_path: list[str] = Field(default_factory=list)
 
     _check_name = field_validator("name")(lambda v: check_name(v))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import textwrap
+from collections.abc import Callable
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +14,9 @@ import networkx as nx
 
 from .errors import InputError, ReleaseError
 from .journal import Journal
-from .lifecycle import ReleaseState, plan_notes, resumes
+from .lifecycle import UNFINISHED, Release, ReleaseState, plan_notes, resumes
 from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec
-from .migrations import MigrationRunner, resolve_url, risks, static
+from .migrations import MigrationRunner, RiskScan, resolve_url, static
 from .scope import EXCLUDED, Scope, narrow
 from .secrets import has_masked_password
 from .sources import MISSING_PASSWORD
@@ -23,6 +25,34 @@ from .sources import MISSING_PASSWORD
 graphs = importlib.import_module(f"{__package__}.graph")
 
 DEPLOY, MIGRATE, UNCHANGED = "deploy", "migrate", "unchanged"
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """One warning of a plan step, with the revision (and its file) it comes from, if any.
+
+    kind: irreversible | drop-table | drop-column | not-null | alter-type | add-not-null |
+    create-index | not-rendered (a revision's risks could not be checked) | drift | blocked |
+    in-doubt | note.
+    """
+
+    kind: str
+    message: str
+    revision: str | None = None
+    file: str | None = None
+
+    @classmethod
+    def of(cls, warning: PlanWarning | str, kind: str | None = None) -> PlanWarning:
+        if isinstance(warning, PlanWarning):
+            return warning
+        guess = "drift" if warning.startswith("drift") else "in-doubt" if warning.startswith("in doubt") else "note"
+        return cls(kind or guess, warning)
+
+    def __str__(self) -> str:
+        return f"{self.revision} ({self.file}): {self.message}" if self.revision else self.message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "kind": self.kind, "message": self.message}
 
 
 @dataclass
@@ -38,9 +68,21 @@ class PlanStep:
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
     reversible: bool = True
     direction: str | None = None  # migrate steps: "up", or "down" when it undoes revisions
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[PlanWarning | str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
     blocked: str | None = None  # databases: a downgrade that cannot run (apply refuses it)
+    # Databases: the risk checks, run when the warnings are first shown. They render every
+    # revision offline, which an apply that shows no plan (-y, no terminal) does not need.
+    checks: Callable[[], list[PlanWarning | str]] | None = field(default=None, repr=False)
+
+    def all_warnings(self) -> list[PlanWarning]:
+        """Every warning as an object: the step's own, then drift and a blocked downgrade."""
+        if self.checks is not None:
+            checks, self.checks = self.checks, None
+            self.warnings += checks()
+        out = [PlanWarning.of(w) for w in self.warnings]
+        out += [PlanWarning.of(w, kind) for w, kind in ((self.drift, "drift"), (self.blocked, "blocked")) if w]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "kind": self.kind, "action": self.action,
@@ -53,9 +95,9 @@ class PlanStep:
             out["reversible"] = self.reversible
             if self.action == MIGRATE:
                 out["direction"] = self.direction
-        warnings = self.warnings + [w for w in (self.drift, self.blocked) if w]
+        warnings = self.all_warnings()
         if warnings:
-            out["warnings"] = warnings
+            out["warnings"] = [w.to_json() for w in warnings]
         return out
 
 
@@ -97,7 +139,15 @@ def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | Non
     if has_masked_password(spec.url):  # a revert's copy of the manifests, never run as it stands
         raise InputError(f"database {spec.name}: {MISSING_PASSWORD}")
     url = resolve_url(spec.url, project.root, node=spec.name)
-    return MigrationRunner(spec.name, url, script_location or (project.root / spec.migrations), spec.timeout)
+    scripts = project.root / spec.migrations
+    shown = spec.migrations if script_location is None else f"the journal's copy of {spec.migrations}"
+    # A helper directory inside the script directory is taken from the same copy as the scripts.
+    paths = [project.root / p for p in spec.python_path]
+    if script_location is not None:
+        paths = [Path(script_location) / p.relative_to(scripts) if p.is_relative_to(scripts) else p
+                 for p in paths]
+    return MigrationRunner(spec.name, url, script_location or scripts, spec.timeout, shown=shown,
+                           python_path=paths)
 
 
 def check_migrations(project: Project, *, run_code: bool = True) -> None:
@@ -165,20 +215,42 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
     step.drift = drift
     step.direction = "down" if any(h.direction == "down" for h in hops) else "up"
-    undo = [h.revision for h in hops if h.direction == "down" and not runner.is_reversible(h.revision)]
+    why = {h.revision: w for h in hops if (w := runner.irreversible(h.revision))}
+    undo = [h.revision for h in hops if h.direction == "down" and h.revision in why]
     if undo:
-        step.blocked = (f"{spec.name}: cannot go down to {target or 'base'}: revision {', '.join(undo)} has no "
-                        "working downgrade")
-    bad = [h.revision for h in hops if h.direction == "up" and not runner.is_reversible(h.revision)]
+        step.blocked = (f"{spec.name}: cannot go down to {target or 'base'}: " + "; ".join(
+            f"revision {runner.scripts.label(r)} has no working downgrade ({why[r]})" for r in undo))
+    bad = [h.revision for h in hops if h.direction == "up" and h.revision in why]
     step.reversible = not bad
-    if bad:
-        step.warnings.append(f"irreversible: {', '.join(bad)} cannot be downgraded by `release revert`")
-    try:
-        step.warnings.extend(risks(runner.offline_sql(current, target), runner.dialect))
-    except Exception as exc:  # noqa: BLE001 - offline SQL is advisory; a script that cannot render
-        # offline (a data migration reading rows, a revision that raises) still migrates online.
-        step.warnings.append(f"risks not checked: {exc}")
+    step.checks = lambda: _revision_warnings(runner, current, target, {r: why[r] for r in bad})
     return step
+
+
+def _revision_warnings(runner: MigrationRunner, current: str | None, target: str | None,
+                       irreversible: dict[str, str]) -> list[PlanWarning | str]:
+    """Each revision's warnings, in the order the revisions run: irreversible, then the risks in
+    its own offline SQL. One that cannot be rendered offline (it reads rows, say) is named and
+    skipped; it still migrates online, and the revisions after it are still checked."""
+    out: list[PlanWarning | str] = []
+    scan = RiskScan(runner.dialect)  # one scan: a table created by an earlier revision is fresh
+    for r in runner.render(current, target):
+        if r.revision in irreversible:
+            out.append(PlanWarning("irreversible", "irreversible: `release revert` cannot downgrade it "
+                                   f"({irreversible[r.revision]})", r.revision, r.file))
+        if r.sql is None:
+            out.append(PlanWarning("not-rendered", f"risks not checked: it cannot be rendered offline: {r.error}",
+                                   r.revision, r.file))
+        else:
+            out += [PlanWarning(k.kind, k.message, r.revision, r.file) for k in scan.scan(r.sql)]
+    return out
+
+
+def _revert_pending(latest: Release | None, name: str) -> list[str]:
+    """A revert that did not finish blocks every other apply: the plan says so up front."""
+    if latest is None or not latest.partly_reverted or resumes(latest, name) or latest.state in UNFINISHED:
+        return []
+    return [f"the revert of release {latest.name} is {latest.revert_state}: run `release revert` to finish "
+            "it; apply refuses until then (--force-release to go on anyway)"]
 
 
 def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: str,
@@ -210,35 +282,34 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
             steps.append(_database_step(project, spec, expected.get(node)))
     steps = narrow(steps, scope, project, g, (UNCHANGED,))
     plan = Plan(release=name, previous=previous, waves=[], steps=steps, graph=g, project=project,
-                resume_of=resume_of, notes=plan_notes(latest, name), scope=scope)
+                resume_of=resume_of, notes=plan_notes(latest, name) + _revert_pending(latest, name), scope=scope)
     plan.graph = graphs.with_downgrades(g, set(plan.downgrades), {s.node for s in plan.changes})
     plan.waves = graphs.waves(plan.graph)
     return plan
 
 
-def _line(s: PlanStep) -> str:
+def _lines(s: PlanStep) -> list[str]:
     if s.action == EXCLUDED:
         where = f" on {', '.join(s.targets)}" if s.kind == "service" else ""
-        return f"    {s.node} -> {s.to or 'base'}{where} (excluded by the scope)"
+        return [f"    {s.node} -> {s.to or 'base'}{where} (excluded by the scope)"]
     if s.kind == "database":
-        if s.action == UNCHANGED:
-            return f"    {s.node} at {s.to or 'base'} (unchanged)"
-        if s.direction == "down":
-            return (f"  - {s.node} downgrade {s.from_ or 'base'} -> {s.to or 'base'}, undoing "
-                    f"{', '.join(s.revisions)} (after its dependents)")
-        return f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {', '.join(s.revisions)}"
+        return _database_lines(s)
     if s.action == UNCHANGED:
-        return f"    {s.node} {s.to} on {', '.join(s.hosts)} (unchanged)"
+        return [f"    {s.node} {s.to} on {', '.join(s.hosts)} (unchanged)"]
     sign = "+" if all(v is None for v in s.current.values()) else "~"
     frm = s.from_ or ("mixed" if len(set(s.current.values())) > 1 else "none")
-    return f"  {sign} {s.node} {frm} -> {s.to} on {', '.join(s.targets)}"
+    return [f"  {sign} {s.node} {frm} -> {s.to} on {', '.join(s.targets)}"]
 
 
 def render(plan: Plan) -> str:
     """Human output, in the manner of `terraform plan`."""
     running = any(v is not None for s in plan.steps for v in s.current.values())
     first = " (no earlier release in this journal; versions as the hosts report them)" if running else " (first release)"
-    lines = [f"release {plan.release}" + (f" (previous: {plan.previous})" if plan.previous else first)]
+    if plan.previous == plan.release:
+        first, previous = " (already the applied release)", None
+    else:
+        previous = plan.previous
+    lines = [f"release {plan.release}" + (f" (previous: {previous})" if previous else first)]
     lines += [f"note: {n}" for n in plan.notes]
     by_node: dict[str, list[PlanStep]] = {}
     for step in plan.steps:
@@ -246,8 +317,8 @@ def render(plan: Plan) -> str:
     for i, wave in enumerate(plan.waves, 1):
         lines.append(f"wave {i}:")
         for s in (s for node in wave for s in by_node[node]):
-            lines.append(_line(s))
-            lines += [f"      ! {w}" for w in s.warnings + [w for w in (s.drift, s.blocked) if w]]
+            lines += _lines(s)
+            lines += [f"      ! {w}" for w in s.all_warnings()]
     deploys = [s for s in plan.changes if s.kind == "service"]
     migrates = [s for s in plan.changes if s.kind == "database"]
     unchanged = sum(s.action == UNCHANGED for s in plan.steps)
@@ -260,3 +331,21 @@ def render(plan: Plan) -> str:
         lines.append(f"Plan: {len(migrates)} to migrate, {len(deploys)} to deploy on {hosts} host(s), "
                      f"{unchanged} unchanged{left_out}.")
     return "\n".join(lines)
+
+
+def _database_lines(s: PlanStep) -> list[str]:
+    """A database step: its move on one line, and a long list of revisions wrapped below it."""
+    if s.action == UNCHANGED:
+        return [f"    {s.node} at {s.to or 'base'} (unchanged)"]
+    revs = ", ".join(s.revisions)
+    short = len(s.revisions) <= 4
+    count = f"{len(s.revisions)} revisions"
+    if s.direction == "down":
+        head = (f"  - {s.node} downgrade {s.from_ or 'base'} -> {s.to or 'base'}, undoing "
+                f"{revs if short else count} (after its dependents)")
+    else:
+        head = f"  ~ {s.node} migrate {s.from_ or 'base'} -> {s.to}: {revs if short else count}"
+    if short:
+        return [head]
+    return [head + ":"] + textwrap.wrap(revs, width=100, initial_indent="      ", subsequent_indent="      ",
+                                        break_on_hyphens=False)

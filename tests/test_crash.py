@@ -320,7 +320,7 @@ def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
     # The host's probe says what the revert left there, even where the journal cannot know.
     assert step["current"][touched[1]] == "v2.3"
     if fault.startswith("after-command"):  # the journal still says v2.4 there
-        assert f"drift: journal says v2.4, {touched[1]} reports v2.3" in step["warnings"]
+        assert f"drift: journal says v2.4, {touched[1]} reports v2.3" in [w["message"] for w in step["warnings"]]
     proc = cli("apply", "v2.4", "--force-release", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert_applied(root, base)

@@ -54,6 +54,6 @@ def test_applying_older_manifests_downgrades_after_the_dependents(shop: System) 
     assert version == "o3_status" and "order_items" in tables and "status" in tables["orders"]
     assert_services_at(shop.root, "r2")
     order = run_order(shop.root, "r1-again")
-    last_up = max(i for i, e in enumerate(order) if e == ("orders-db", "downgrade.done"))
+    last_up = max(i for i, e in enumerate(order) if e == ("orders-db", "upgrade.done"))
     for svc in ("orders", "notifications", "web"):
         assert last_up < order.index((svc, "revert.start")), svc

@@ -44,7 +44,7 @@ def test_drift_on_a_host_is_seen_and_revert_restores_it(demo: Demo) -> None:
     st = demo.cli_json("status", "--live")
     assert {"node": "orders", "host": host, "journal": "v1", "live": "v0.9"} in st["drift"]
     step = next(s for s in demo.cli_json("plan", "v2")["steps"] if s["node"] == "orders")
-    assert f"drift: journal says v1, {host} reports v0.9" in step["warnings"]
+    assert f"drift: journal says v1, {host} reports v0.9" in [w["message"] for w in step["warnings"]]
     demo.cli("apply", "v2", "-y", check=0)
     demo.cli("revert", "-y", check=0)
     assert demo.current(host, "orders") == "v0.9"

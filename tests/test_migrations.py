@@ -224,21 +224,30 @@ def test_stock_env_py_works_but_a_failure_may_be_half_applied(tmp_path: Path) ->
 
 def test_is_reversible_detects_empty_missing_and_raising_downgrades(tmp_path: Path) -> None:
     table = "op.create_table('x', sa.Column('id', sa.Integer, primary_key=True))"
+    change = "op.add_column('x', sa.Column('y', sa.Integer))"
     loc = make_scripts(tmp_path / "s", [
         ("good", table, "op.drop_table('x')"),
-        ("only_pass", "pass", "pass"),
-        ("doc_and_pass", "pass", '"""Downgrade schema."""\npass'),
-        ("ellipsis", "pass", "..."),
+        ("only_pass", change, "pass"),
+        ("doc_and_pass", change, '"""Downgrade schema."""\npass'),
+        ("ellipsis", change, "..."),
         ("raises", "pass", "raise NotImplementedError('one-way')"),
         ("works_then_raises", "pass", "op.drop_table('x')\nraise RuntimeError('no')"),
         ("missing", "pass", None),
         ("conditional", "pass", "if op.get_context().dialect.name == 'sqlite':\n    raise NotImplementedError\nop.drop_table('x')"),
+        # Nothing done, nothing to undo: a placeholder or merge point never blocks a revert.
+        ("empty", "pass", "pass"),
+        ("empty_doc", '"""Nothing to do."""', '"""Nothing to undo."""\n...'),
     ])
     runner = MigrationRunner("db", "sqlite:///unused.db", loc)
     got = {rev: runner.is_reversible(rev) for rev in
-           ("good", "only_pass", "doc_and_pass", "ellipsis", "raises", "works_then_raises", "missing", "conditional")}
+           ("good", "only_pass", "doc_and_pass", "ellipsis", "raises", "works_then_raises", "missing", "conditional",
+            "empty", "empty_doc")}
     assert got == {"good": True, "only_pass": False, "doc_and_pass": False, "ellipsis": False,
-                   "raises": False, "works_then_raises": False, "missing": False, "conditional": True}
+                   "raises": False, "works_then_raises": False, "missing": False, "conditional": True,
+                   "empty": True, "empty_doc": True}
+    assert runner.irreversible("raises") == "its downgrade() raises"
+    assert "does nothing" in runner.irreversible("only_pass")
+    assert runner.irreversible("missing") == "it has no downgrade()"
     with pytest.raises(InputError, match="nope"):
         runner.is_reversible("nope")
 

@@ -321,15 +321,18 @@ def test_plan_flags_risks_and_the_irreversible_revert_policy(shop: System) -> No
     orders = by["orders-db"]
     assert orders["action"] == "migrate" and orders["revisions"] == ["o4_drop_total", "o5_priority"]
     assert orders["reversible"] is False
-    warnings = "\n".join(orders["warnings"])
-    assert "irreversible: o4_drop_total" in warnings
-    assert "DROP COLUMN orders.total_cents" in warnings
-    assert "ADD COLUMN orders.priority NOT NULL without DEFAULT" in warnings
+    # Each warning names the revision it comes from.
+    warnings = {(w["revision"], w["kind"]): w["message"] for w in orders["warnings"]}
+    assert set(warnings) == {("o4_drop_total", "irreversible"), ("o4_drop_total", "drop-column"),
+                             ("o5_priority", "add-not-null")}
+    assert "DROP COLUMN orders.total_cents" in warnings["o4_drop_total", "drop-column"]
+    assert "ADD COLUMN orders.priority NOT NULL without DEFAULT" in warnings["o5_priority", "add-not-null"]
     accounts = by["accounts-db"]
     assert accounts["revisions"] == ["a4_audit"] and accounts["reversible"] is True
-    assert accounts["warnings"] == [
-        "CREATE INDEX ix_users_created_at ON users without CONCURRENTLY: blocks writes to users while "
-        "the index is built"]
+    assert accounts["warnings"] == [{
+        "revision": "a4_audit", "kind": "create-index",
+        "message": "CREATE INDEX ix_users_created_at ON users without CONCURRENTLY: blocks writes to users "
+                   "while the index is built"}]
 
     # --sql: the DDL of every new revision, per database; nothing is created or changed.
     before = {db: shop.schema(db) for db in shop.urls}
@@ -349,21 +352,27 @@ def test_plan_flags_risks_and_the_irreversible_revert_policy(shop: System) -> No
     proc = shop.run("revert")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "o4_drop_total" in proc.stderr and "--force" in proc.stderr
-    # Everything that depends on orders-db was reverted before the refusal; the schemas did not move
-    # (accounts-db waits on orders-db, which depends on it).
+    # Everything that depends on orders-db was reverted before the refusal; orders-db went down as
+    # far as it can, to the irreversible o4_drop_total; accounts-db waits on orders-db, which
+    # depends on it, so it did not move.
     assert_services_at(shop.root, "v1", only=ORDERS_DEPENDENTS)
-    assert {db: shop.schema(db) for db in shop.urls} == after_v2
+    version, tables = shop.schema("orders-db")
+    assert version == "o4_drop_total" and tables["orders"] == after_v2["orders-db"][1]["orders"] - {"priority"}
+    assert shop.schema("accounts-db") == after_v2["accounts-db"]
     assert shop.journal_rows("select state, revert_state from releases order by id desc limit 1") == [
         ("applied", "failed")]
 
     proc = shop.run("revert", "--force", check=0)
     assert "reverted" in proc.stdout
-    assert shop.schema("orders-db") == after_v2["orders-db"]  # left where it is
+    # o4_drop_total's downgrade was skipped: the version table is past it, its column stays dropped.
+    assert shop.schema("orders-db") == ("o3_status", {**before["orders-db"][1], "orders": tables["orders"]})
+    assert "total_cents" not in tables["orders"]
     assert shop.schema("accounts-db") == before["accounts-db"]  # downgraded as usual
     assert_services_at(shop.root, "v1")
-    skip = shop.journal_rows("select node, action, status, detail from steps where phase='revert' "
+    skip = shop.journal_rows("select node, action, revision, status, detail from steps where phase='revert' "
                              "and kind='database' and action='skip'")
-    assert len(skip) == 1 and skip[0][:3] == ("orders-db", "skip", "ok") and "o4_drop_total" in skip[0][3]
+    assert len(skip) == 1 and skip[0][:4] == ("orders-db", "skip", "o4_drop_total", "ok")
+    assert "o4_drop_total" in skip[0][4]
     assert shop.journal_rows("select state from releases order by id desc limit 1") == [("reverted",)]
 
 
@@ -383,7 +392,8 @@ def test_drift_is_reported_and_refused_unless_forced(shop: System) -> None:
     plan = shop.json("plan", "v2")
     step = next(s for s in plan["steps"] if s["node"] == "orders-db")
     assert step["action"] == "migrate" and step["from"] == "o2_items"
-    assert any(w.startswith("drift: orders-db is at o2_items") and "o3_status" in w for w in step["warnings"])
+    assert any(w["kind"] == "drift" and w["revision"] is None and w["message"].startswith("drift: orders-db is at o2_items")
+               and "o3_status" in w["message"] for w in step["warnings"])
 
     proc = shop.run("apply", "v2")
     assert proc.returncode == 2, proc.stderr

@@ -1,8 +1,10 @@
 """Alembic, driven in-process (SPEC §2), split the way Alembic itself is split.
 
 - `scripts`: the revision graph of one script directory, with no database (Alembic's `script/`).
-- `runtime`: the database side: URLs, connections, applying one revision per transaction,
-  and the one worker thread that runs Alembic (Alembic's `runtime/`).
+- `offline`: each revision's SQL as Alembic's offline mode renders it, one revision at a time.
+- `runtime`: the database side: URLs, connections, the heads a database is at (Alembic's
+  `runtime/`); `session`: a run's revisions on one connection, one transaction each, on the one
+  worker thread that runs Alembic.
 - `risks`: warnings for destructive or long-locking statements in migration SQL.
 - `archive`: the journal's copy of a script directory, for reverts.
 
@@ -12,15 +14,21 @@ and `archive` here are the functions, not the submodules of the same name.
 
 from ..secrets import mask_url
 from .archive import archive, merge_archives, restore
-from .risks import risks
+from .offline import Rendered
+from .risks import Risk, RiskScan, risks
 from .runtime import MigrationRunner, in_worker, resolve_url
 from .scripts import Direction, Hop, ScriptGraph
+from .session import Session
 
 __all__ = [
     "Direction",
     "Hop",
     "MigrationRunner",
+    "Rendered",
+    "Risk",
+    "RiskScan",
     "ScriptGraph",
+    "Session",
     "archive",
     "in_worker",
     "mask_url",

@@ -35,6 +35,12 @@ def archive(script_location: Path) -> dict[str, str]:
 _REVISION_ID = re.compile(r"""^revision\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]""", re.M)
 
 
+def revision_id(text: str) -> str | None:
+    """The `revision = "..."` a revision file declares, read without importing it."""
+    m = _REVISION_ID.search(text)
+    return m.group(1) if m else None
+
+
 def merge_archives(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
     """Two attempts' script directories as one: today's files win, and an old revision file stays
     only when today's files do not define the same revision id (a renamed file must not make

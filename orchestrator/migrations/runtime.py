@@ -6,44 +6,38 @@ its own transaction that is committed only when the revision succeeded, so a rel
 half-way leaves each database at the last revision that worked, and the journal can say which.
 
 This module owns what touches a database: URL resolution, engines and connections, the heads a
-database is at, applying one hop under a timeout, and the failure messages. Which hops to apply
-comes from the script graph in scripts.py (`MigrationRunner.scripts`).
+database is at, and the bound on a revision's time. Which hops to apply comes from the script
+graph in scripts.py (`MigrationRunner.scripts`); session.py applies them, one connection and one
+env.py run for all the hops of a run.
 
 The runner is synchronous; the executor calls it through `in_worker`, on one worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import re
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext, MigrationStep
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from ..errors import InputError, StepFailed
-from ..logs import get_logger
 from ..secrets import mask_url
-from ._guards import _ALEMBIC_LOCK, _no_bytecode, _scrub
+from ._guards import _scrub, in_worker
+from .offline import Rendered, offline_sql, render
 from .risks import risks
 from .scripts import Hop, ScriptGraph
+from .session import HopSession, Session, _reason
 
-
-T = TypeVar("T")
-
-_VERB = {"up": "upgrade", "down": "downgrade"}
+__all__ = ["MigrationRunner", "in_worker", "resolve_url"]
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _AUTHORITY_END = re.compile(r"[/?#]")
@@ -115,13 +109,6 @@ def _sqlite_file(database: str | None) -> str | None:
     return database
 
 
-def _reason(exc: BaseException) -> str:
-    """A driver error without SQLAlchemy's wrapping and background link."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text or type(exc).__name__
-
-
 # ------------------------------------------------------------------- SQLite transactions
 
 
@@ -145,21 +132,19 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 # ----------------------------------------------------------------------------- runner
 
 
-class _NotAtExpectedRevision(Exception):
-    pass
-
-
 class MigrationRunner:
     """Alembic operations on one database node (`url` already resolved by `resolve_url`).
 
     The script-graph methods are delegations to `self.scripts`, kept so callers need one object.
+    `shown` and `python_path`: see ScriptGraph.
     """
 
-    def __init__(self, name: str, url: str, script_location: Path, timeout: float | None = None) -> None:
+    def __init__(self, name: str, url: str, script_location: Path, timeout: float | None = None, *,
+                 shown: str | None = None, python_path: Sequence[Path | str] = ()) -> None:
         self.name = name
         self.url = url
         self.timeout = timeout  # seconds per SQL statement of a revision (the node's `timeout`)
-        self.scripts = ScriptGraph(name, url, script_location)
+        self.scripts = ScriptGraph(name, url, script_location, shown=shown, python_path=python_path)
 
     def __repr__(self) -> str:
         return f"MigrationRunner({self.name!r}, {mask_url(self.url)!r}, {str(self.script_location)!r})"
@@ -195,8 +180,14 @@ class MigrationRunner:
     def is_reversible(self, revision: str) -> bool:
         return self.scripts.is_reversible(revision)
 
+    def irreversible(self, revision: str) -> str | None:
+        return self.scripts.irreversible(revision)
+
+    def render(self, from_rev: str | None, to_rev: str | None) -> list[Rendered]:
+        return render(self.scripts, from_rev, to_rev)
+
     def offline_sql(self, from_rev: str | None, to_rev: str | None) -> str:
-        return self.scripts.offline_sql(from_rev, to_rev)
+        return offline_sql(self.scripts, from_rev, to_rev)
 
     # ----------------------------------------------------------- database
 
@@ -254,150 +245,36 @@ class MigrationRunner:
         finally:
             engine.dispose()
 
-    def _check_at(self, hop: Hop, heads: tuple[str, ...]) -> None:
-        unknown = [h for h in heads if not self.scripts.known(h)]
-        if unknown:
-            raise _NotAtExpectedRevision(
-                f"the database is at {_fmt(heads)}, which these scripts do not know"
-            )
-        applied = self.scripts.closure(heads)
-        if hop.direction == "up":
-            ok = hop.revision not in applied and all(d in applied for d in self.scripts.downs(hop.revision))
-        else:
-            ok = hop.revision in heads
-        if not ok:
-            raise _NotAtExpectedRevision(
-                f"the database is at {_fmt(heads)}, not at {hop.from_rev or 'base'} "
-                f"where this {_VERB[hop.direction]} starts"
-            )
+    def session(self, destination: str | None = None) -> Session:
+        """`async with runner.session(target) as s: await s.apply(hop)`: every hop of a run on one
+        connection and one env.py run, each in its own transaction (session.py)."""
+        return Session(self, destination)
 
     def apply_hop(self, hop: Hop) -> tuple[str, ...]:
-        """Run exactly one revision in its own transaction; return the heads after it.
+        """Run exactly one revision in its own transaction; return the heads after it."""
+        return HopSession(self, hop.to_rev).run_all([(hop, False)])[0]
 
-        The transaction is ours, handed to env.py as `config.attributes["connection"]`, and is
-        committed only when the revision ran through and the version table shows it.
-        """
-        script = self.scripts.directory()
-        step = self.scripts.step(hop)
-        what = f"database {self.name}: revision {hop.revision} ({_VERB[hop.direction]})"
+    def apply_hops(self, hops: list[Hop]) -> tuple[str, ...]:
+        """Run the hops on one connection, each in its own transaction; the heads after the last.
+        A failure is raised once the revisions before it are committed."""
+        if not hops:
+            return self.current_heads()
+        return HopSession(self, hops[-1].to_rev if hops else None).run_all([(h, False) for h in hops])[-1]
 
-        path = self._sqlite_path()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-        engine = self._engine()
-        seen: dict[str, bool] = {}
-        after: tuple[str, ...] = ()
-        try:
-            with _ALEMBIC_LOCK, _no_bytecode(), self._connect(engine) as conn:
-
-                def steps(heads: tuple[str, ...], context: MigrationContext) -> list[MigrationStep]:
-                    # Which connection env.py configured tells whether the revision is in our
-                    # transaction; the heads it read are where the database really is.
-                    seen["ours"] = context.connection is conn
-                    self._check_at(hop, tuple(heads))
-                    return [step]
-
-                trans = conn.begin()
-                try:
-                    self._bound(conn)
-                    cfg = self.scripts.config(attributes={"connection": conn})
-                    with EnvironmentContext(
-                        cfg, script, fn=steps, as_sql=False, destination_rev=hop.to_rev
-                    ):
-                        script.run_env()
-                    if not seen:
-                        raise _NotAtExpectedRevision(
-                            "env.py never ran the migrations (no context.run_migrations())"
-                        )
-                    if seen["ours"]:
-                        after = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
-                        self._check_done(hop, after)
-                    trans.commit()
-                finally:
-                    if trans.is_active:
-                        trans.rollback()
-        except StepFailed:
-            raise
-        except Exception as exc:
-            raise self._failure(what, exc, seen) from None
-        finally:
-            engine.dispose()
-
-        if not seen["ours"]:
-            # env.py ignored the handed-over connection and committed on its own: the result
-            # stands, but it was not atomic. Read it back from the database to be sure.
-            get_logger(node=self.name).warning(
-                "migrate.not_atomic", revision=hop.revision,
-                message=f"{what}: env.py did not use config.attributes['connection']; the revision "
-                "ran outside the tool's transaction")
-            after = self.current_heads()
-            try:
-                self._check_done(hop, after)
-            except _NotAtExpectedRevision as exc:
-                raise StepFailed(f"{what}: {exc}") from None
-        return after
-
-    def _bound(self, conn: Connection) -> None:
-        """Bound the revision's SQL by `timeout`: per statement on PostgreSQL (statement_timeout),
-        for the whole revision on SQLite (a progress handler); the aborted statement rolls the
-        revision back as any error does. A worker thread cannot be killed from outside, so the
-        bound has to come from the database; Python code in a revision is not bounded."""
+    def _bound(self, conn: Connection, *, connected: bool = False) -> None:
+        """Bound the revision's SQL by `timeout`: per statement on PostgreSQL (statement_timeout,
+        set once when the connection is made: it is the tool's own connection), for the whole
+        revision on SQLite (a progress handler, set when its transaction begins); the aborted
+        statement rolls the revision back as any error does. A worker thread cannot be killed from
+        outside, so the bound has to come from the database; Python code in a revision is not
+        bounded."""
         if not self.timeout:
             return
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}")
-        elif conn.dialect.name == "sqlite":
+            if connected:
+                conn.exec_driver_sql(f"SET statement_timeout = {int(self.timeout * 1000)}")
+                conn.commit()
+        elif conn.dialect.name == "sqlite" and not connected:
             deadline = time.monotonic() + self.timeout
             conn.connection.driver_connection.set_progress_handler(
                 lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-
-    def _check_done(self, hop: Hop, after: tuple[str, ...]) -> None:
-        done = hop.revision in after if hop.direction == "up" else hop.revision not in after
-        if not done:
-            raise _NotAtExpectedRevision(
-                f"after the {_VERB[hop.direction]} the version table reads {_fmt(after)}"
-            )
-
-    def _failure(self, what: str, exc: Exception, seen: dict[str, bool]) -> StepFailed:
-        if isinstance(exc, _NotAtExpectedRevision):
-            return StepFailed(f"{what}: {exc}; nothing was changed")
-        reason = _scrub(_reason(exc), self.url)
-        if seen.get("ours", True):
-            try:
-                now = _fmt(self.current_heads())
-            except StepFailed:
-                now = "an unknown revision (cannot read it back)"
-            return StepFailed(
-                f"{what} failed and was rolled back; the database stays at {now}: "
-                f"{type(exc).__name__}: {reason}"
-            )
-        return StepFailed(
-            f"{what} failed: {type(exc).__name__}: {reason}. Its env.py did not run on the "
-            "connection the tool handed over (config.attributes['connection']), so the revision "
-            "ran outside the tool's transaction and MAY BE HALF-APPLIED; check the schema by hand"
-        )
-
-
-# ------------------------------------------------------------------------------ worker
-
-_worker: ThreadPoolExecutor | None = None
-_worker_guard = threading.Lock()
-
-
-async def in_worker(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run a blocking runner call off the event loop, on the one thread that runs Alembic.
-
-    A single worker thread keeps migrations one at a time even before `_ALEMBIC_LOCK` is taken,
-    and keeps slow DDL from stalling the loop that drives the hosts.
-    """
-    global _worker
-    with _worker_guard:
-        if _worker is None:
-            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alembic")
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_worker, functools.partial(fn, *args, **kwargs))
-
-
-def _fmt(heads: tuple[str, ...]) -> str:
-    return ", ".join(heads) if heads else "base (no revision)"

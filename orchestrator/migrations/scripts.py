@@ -1,27 +1,29 @@
 """One database's revision scripts, with no database: Alembic's `script/` side (SPEC §2).
 
 Loads the ScriptDirectory and walks its revision graph: what a `target` means, the single-
-revision hops from one revision to another, whether a revision can be undone, and the SQL that
-Alembic's offline mode renders for hops. Nothing here connects; runtime.py runs the hops.
+revision hops from one revision to another, whether a revision can be undone, and why a script
+will not load. Nothing here connects: offline.py renders the hops' SQL, runtime.py runs them.
 """
 
 from __future__ import annotations
 
 import ast
-import io
-from collections.abc import Iterable
+import traceback
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationStep
+from alembic.runtime.migration import MigrationStep, RevisionStep
 from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionMap
 from alembic.util import CommandError
 
 from ..errors import InputError
-from ._guards import _ALEMBIC_LOCK, _no_bytecode, _scrub
+from ._guards import _ALEMBIC_LOCK, _no_bytecode, _on_path
+from .archive import revision_id
 
 Direction = Literal["up", "down"]
 
@@ -40,18 +42,44 @@ class Hop:
     direction: Direction
 
 
-class ScriptGraph:
-    """The revisions of one database node's script directory, loaded once and then read."""
+class _SkipStep(RevisionStep):
+    """A revision's downgrade as Alembic keeps the books for it (version table, branches, merges)
+    without running its code: how `revert --force` goes down past a revision it cannot undo."""
 
-    def __init__(self, name: str, url: str, location: Path) -> None:
+    def __init__(self, revision_map: RevisionMap, revision: Script) -> None:
+        self.revision_map = revision_map
+        self.revision = revision
+        self.is_upgrade = False
+        self.migration_fn = _nothing
+
+
+def _nothing(**_: object) -> None:
+    return None
+
+
+class ScriptGraph:
+    """The revisions of one database node's script directory, loaded once and then read.
+
+    `shown` is the directory as the user knows it (`migrations/orders`, or "the journal's copy
+    of migrations/orders" for a revert), never a temporary path; `python_path` is prepended to
+    sys.path while scripts load and run, as Alembic's `prepend_sys_path` does.
+    """
+
+    def __init__(self, name: str, url: str, location: Path, *, shown: str | None = None,
+                 python_path: Sequence[Path | str] = ()) -> None:
         self.name = name
         self.url = url  # offline rendering takes the SQL dialect from it; nothing connects
         self.location = Path(location).absolute()
+        self.shown = shown or f"migrations {self.location}"
+        self.python_path = [str(Path(p).absolute()) for p in python_path]
         self._directory: ScriptDirectory | None = None
 
     def where(self) -> str:
         """The prefix of every message about these scripts."""
-        return f"database {self.name}: migrations {self.location}"
+        return f"database {self.name}: {self.shown}"
+
+    def on_path(self):  # noqa: ANN201 - a context manager
+        return _on_path(self.python_path)
 
     def config(self, **kwargs: object) -> Config:
         """A programmatic Alembic configuration (no alembic.ini) for these scripts and URL."""
@@ -73,15 +101,30 @@ class ScriptGraph:
             if not (loc / "versions").is_dir():
                 raise InputError(f"{self.where()}: not an Alembic script directory (no versions/)")
             try:
-                with _ALEMBIC_LOCK, _no_bytecode():
-                    script = ScriptDirectory.from_config(self.config())
-                    script.get_heads()  # loads every revision file: surface their errors now
+                with _ALEMBIC_LOCK, _no_bytecode(), self.on_path():
+                    self._directory = _load(self)
             except InputError:
                 raise
             except Exception as exc:
-                raise InputError(f"{self.where()}: cannot load the revisions: {exc}") from exc
-            self._directory = script
+                raise InputError(self.load_error(exc)) from None
         return self._directory
+
+    def load_error(self, exc: BaseException) -> str:
+        """Why a script would not load, naming the file (and its revision) as the user knows it
+        and, for a missing module, what to do about it; never the traceback."""
+        path = _failing_file(exc, self.location)
+        label = "a script"
+        if path is not None:
+            try:
+                rev = revision_id(path.read_text())
+            except OSError:
+                rev = None
+            label = f"revision {rev} ({path.name})" if rev else path.name
+        if isinstance(exc, ImportError):
+            return (f"{self.where()}: {label} cannot be imported: {exc} ({type(exc).__name__}). Make the "
+                    "module importable: list its directory under `python_path:` in the database's "
+                    "manifest (relative to the project), or set PYTHONPATH")
+        return f"{self.where()}: cannot load the revisions: {label}: {type(exc).__name__}: {exc}"
 
     def get(self, revision: str) -> Script:
         """The script of exactly this revision id (no prefixes or symbols), else InputError."""
@@ -194,61 +237,52 @@ class ScriptGraph:
             out.append(Hop(_join(self.downs(rev)), rev, rev, "up"))
         return out
 
-    def step(self, hop: Hop) -> MigrationStep:
-        """The hop as the one step Alembic runs, online or offline."""
+    def step(self, hop: Hop, *, skip: bool = False) -> MigrationStep:
+        """The hop as the one step Alembic runs, online or offline; `skip`: a downgrade that moves
+        the version table past the revision without running its code."""
         revision_map = self.directory().revision_map
+        script = self.get(hop.revision)
+        if skip:
+            assert hop.direction == "down", "only a downgrade can be skipped"
+            return _SkipStep(revision_map, script)
         if hop.direction == "up":
-            return MigrationStep.upgrade_from_script(revision_map, self.get(hop.revision))
-        return MigrationStep.downgrade_from_script(revision_map, self.get(hop.revision))
+            return MigrationStep.upgrade_from_script(revision_map, script)
+        return MigrationStep.downgrade_from_script(revision_map, script)
 
-    def is_reversible(self, revision: str) -> bool:
-        """Whether the revision has a downgrade() that does something and does not always raise.
+    def file(self, revision: str) -> str:
+        """The revision's file name, as messages name it next to the id."""
+        return Path(self.get(revision).path).name
 
-        Static: the module source is parsed, never run, so a plan can tell before anything runs.
+    def label(self, revision: str) -> str:
+        return f"{revision} ({self.file(revision)})"
+
+    def irreversible(self, revision: str) -> str | None:
+        """Why the revision cannot be undone, or None when its downgrade() can run and undo it.
+
+        Irreversible: downgrade() is missing; or it raises (a `raise` among its top-level
+        statements); or it does nothing (`pass`, `...`, a docstring) while upgrade() does
+        something. A revision whose upgrade() and downgrade() both do nothing (a merge point, a
+        placeholder) is reversible. Static: the source is parsed, never run, so a plan can tell
+        before anything runs; a raise inside an `if`, or a downgrade that does the wrong thing,
+        is not seen.
         """
         path = Path(self.get(revision).path)
         try:
             tree = ast.parse(path.read_text(), filename=str(path))
         except (OSError, SyntaxError):
-            return False
-        func = None
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "downgrade":
-                func = node  # a later definition wins, as at import time
-        if func is None:
-            return False
-        body = list(func.body)
-        if body and _is_docstring(body[0]):
-            body = body[1:]
-        body = [s for s in body if not _is_noop(s)]
-        if not body:
-            return False
-        return not any(isinstance(s, ast.Raise) for s in body)
+            return "its source cannot be parsed"
+        up = _body(tree, "upgrade")
+        down = _body(tree, "downgrade")
+        if down is None:
+            return "it has no downgrade()"
+        if any(isinstance(s, ast.Raise) for s in down):
+            return "its downgrade() raises"
+        if not down and up != []:
+            return "its downgrade() does nothing while its upgrade() changes the schema"
+        return None
 
-    # ------------------------------------------------------------ offline
-
-    def offline_sql(self, from_rev: str | None, to_rev: str | None) -> str:
-        """The SQL that Alembic's offline mode (`--sql`) emits for these hops; never connects."""
-        hops = self.hops(from_rev, to_rev)
-        if not hops:
-            return ""
-        script = self.directory()
-        steps = [self.step(h) for h in hops]
-        buf = io.StringIO()
-        cfg = self.config(output_buffer=buf)
-        try:
-            with _ALEMBIC_LOCK, _no_bytecode():
-                with EnvironmentContext(
-                    cfg, script, fn=lambda heads, context: steps, as_sql=True,
-                    starting_rev=list(_split(from_rev)) or None, destination_rev=to_rev,
-                ):
-                    script.run_env()
-        except Exception as exc:
-            raise InputError(
-                f"{self.where()}: cannot render the SQL for {from_rev or 'base'} -> "
-                f"{to_rev or 'base'}: {_scrub(str(exc), self.url)}"
-            ) from None
-        return buf.getvalue()
+    def is_reversible(self, revision: str) -> bool:
+        return self.irreversible(revision) is None
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -262,6 +296,57 @@ def _split(rev: str | None) -> tuple[str, ...]:
 
 def _join(revs: tuple[str, ...]) -> str | None:
     return ",".join(revs) if revs else None
+
+
+# Loaded script directories, reused while none of their files changed: one apply builds a runner
+# for the checks, one for the plan and one for the migration, and loading a long history (every
+# revision module) each time would cost more than the plan itself.
+_LOADED: OrderedDict[tuple[str, ...], tuple[tuple[tuple[str, int, int], ...], ScriptDirectory]] = OrderedDict()
+_LOADED_MAX = 8
+
+
+def _load(graph: ScriptGraph) -> ScriptDirectory:
+    loc = graph.location
+    key = (str(loc), *graph.python_path)
+    stamp = tuple((str(p), st.st_mtime_ns, st.st_size) for p in [loc / "env.py", *sorted(loc.glob("versions/**/*.py"))]
+                  if (st := p.stat()))
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        _LOADED.move_to_end(key)
+        return cached[1]
+    script = ScriptDirectory.from_config(graph.config())
+    script.get_heads()  # loads every revision file: surface their errors now
+    _LOADED[key] = (stamp, script)
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return script
+
+
+def _failing_file(exc: BaseException, location: Path) -> Path | None:
+    """The script under `location` that raised: the innermost traceback frame in it, or the
+    file a SyntaxError names."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return Path(exc.filename)
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        p = Path(frame.filename)
+        if p.is_relative_to(location) and p.suffix == ".py":
+            found = p
+    return found
+
+
+def _body(tree: ast.Module, name: str) -> list[ast.stmt] | None:
+    """A module-level function's statements that do something, or None when it is missing."""
+    func = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            func = node  # a later definition wins, as at import time
+    if func is None:
+        return None
+    body = list(func.body)
+    if body and _is_docstring(body[0]):
+        body = body[1:]
+    return [s for s in body if not _is_noop(s)]
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
