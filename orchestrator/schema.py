@@ -106,9 +106,8 @@ class Schema:
         self.run.fail(why)
         return False
 
-    async def _resolve(self, spec: DatabaseSpec, session: migrations.Session) -> None:
+    async def _resolve(self, spec: DatabaseSpec, heads: tuple[str, ...]) -> None:
         """A step left in doubt by a crash is decided by where the database is now."""
-        heads = await session.call(lambda heads: heads)
         await asyncio.to_thread(self.run.journal.resolve_database, spec.name, _head(heads))
 
     def migrate_job(self, spec: DatabaseSpec, target: str) -> Job:
@@ -126,9 +125,9 @@ class Schema:
                 return self._refused(spec, "migrate", str(exc))
             async with runner.session(target) as session:
                 try:
-                    await self._resolve(spec, session)
                     # From wherever the database really is (its Alembic heads).
-                    hops = await session.call(lambda heads: runner.hops(_head(heads), target))
+                    heads, hops = await session.call(lambda heads: (heads, runner.hops(_head(heads), target)))
+                    await self._resolve(spec, heads)
                 except ReleaseError as exc:
                     return self._refused(spec, "migrate", str(exc))
                 return await self._walk(spec, runner, session, hops, lambda _: "migrate", {}, False)
@@ -145,8 +144,9 @@ class Schema:
                     return self._refused(spec, "downgrade", str(exc))
                 async with runner.session(restore) as session:
                     try:
-                        await self._resolve(spec, session)
-                        hops, blocked = await session.call(lambda heads: _revert_plan(runner, heads, restore))
+                        heads, (hops, blocked) = await session.call(
+                            lambda heads: (heads, _revert_plan(runner, heads, restore)))
+                        await self._resolve(spec, heads)
                     except ReleaseError as exc:
                         return self._refused(spec, "downgrade", str(exc))
                     return await self._walk(spec, runner, session, hops, _revert_action, blocked, force)
