@@ -149,6 +149,8 @@ def test_command_environment(tmp_path: Path) -> None:
     })
     orchestrator.apply(root, "v2.3")
     env = dict(line.split("=", 1) for line in (root / ".release/hosts/h1/env.deploy").read_text().splitlines())
+    # The run's mark, by which a lock takeover finds the commands of a dead run.
+    assert len(env.pop("RELEASE_RUN_ID")) == 32
     assert env == {"RELEASE_NAME": "v2.3", "RELEASE_SERVICE": "svc", "RELEASE_VERSION": "1.8.2",
                    "RELEASE_PREVIOUS_VERSION": "", "RELEASE_HOST": "h1", "RELEASE_ACTION": "deploy",
                    "RELEASE_PROJECT_DIR": str(root.resolve())}
