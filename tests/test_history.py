@@ -324,8 +324,9 @@ def test_env_py_runs_once_for_all_revisions_of_a_run(fast_dir: Path) -> None:
     repo.run("apply", "r1", check=0)
     assert _version(repo.url) == [repo.history.head]
     assert len(repo.steps("apply")) == 20
-    # An apply that shows no plan (no terminal) has no use for the offline SQL.
-    assert runs.read_text().count("run") == 2
+    # The apply prints its plan first (the risk checks: one env.py run) and then runs all 20
+    # revisions in one more: not one per revision.
+    assert runs.read_text().count("run") == 3
 
 
 @pytest.mark.slow
