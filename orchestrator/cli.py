@@ -400,7 +400,7 @@ def unlock(lock_id: str = typer.Argument(..., help="The id shown by the exit-3 m
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
-    """Global options may come after the command (SPEC §4): move them in front of it."""
+    """Global options may come after the command: move them in front of it."""
     front: list[str] = []
     rest: list[str] = []
     i = 0

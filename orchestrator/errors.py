@@ -1,4 +1,4 @@
-"""Errors that reach the user, each carrying the exit code SPEC §4 gives it."""
+"""Errors that reach the user, each carrying the exit code the documented table gives it."""
 
 from __future__ import annotations
 

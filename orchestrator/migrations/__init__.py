@@ -1,4 +1,4 @@
-"""Alembic, driven in-process (SPEC §2), split the way Alembic itself is split.
+"""Alembic, driven in-process, split the way Alembic itself is split.
 
 - `scripts`: the revision graph of one script directory, with no database (Alembic's `script/`).
 - `offline`: each revision's SQL as Alembic's offline mode renders it, one revision at a time.

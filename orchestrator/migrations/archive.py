@@ -1,5 +1,5 @@
 """The journal's copy of a script directory: taken before a release, merged across attempts,
-written back for a revert (SPEC §4).
+written back for a revert.
 
 A revert must undo revisions that today's repository may no longer have, so it runs them
 from this copy rather than from the working tree.

@@ -1,4 +1,4 @@
-"""Risk checks on migration SQL: statements that delete data or hold long locks (SPEC §2).
+"""Risk checks on migration SQL: statements that delete data or hold long locks.
 
 Text only: the SQL comes from the offline rendering in offline.py, and the warnings go into
 the plan, so nothing here loads scripts or connects.

@@ -1,4 +1,4 @@
-"""Alembic against the database: one database, one revision, one transaction at a time (SPEC §2).
+"""Alembic against the database: one database, one revision, one transaction at a time.
 
 The runner builds a programmatic Alembic configuration (no alembic.ini), opens the connection
 itself and hands it to env.py through `config.attributes["connection"]`. Every revision runs in

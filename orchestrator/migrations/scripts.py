@@ -1,4 +1,4 @@
-"""One database's revision scripts, with no database: Alembic's `script/` side (SPEC §2).
+"""One database's revision scripts, with no database: Alembic's `script/` side.
 
 Loads the ScriptDirectory and walks its revision graph: what a `target` means, the single-
 revision hops from one revision to another, whether a revision can be undone, and why a script

@@ -1,6 +1,6 @@
 """SSH hosts: one asyncssh connection per host per run, shared by every command on that host.
 
-Limits that keep stock sshd settings safe (SPEC §4): at most `max_sessions` (8) commands at once
+Limits that keep stock sshd settings safe: at most `max_sessions` (8) commands at once
 per connection (sshd's MaxSessions is 10, and a timed-out command still holds its session until
 its process dies, so the kill channel needs a slot of its own), and the run-wide `handshakes`
 semaphore (10, sshd's MaxStartups) is held only while connecting.
