@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 import asyncio
+import contextlib
 import getpass
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 import networkx as nx
 
 from . import hooks, manifest_schema, reports, runs, saved, settings
+from .faults import FaultPoints
 from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
 from .journal import Journal
 from .lifecycle import Phase, ReleaseState, decide_apply, nothing_to_revert, resumes
@@ -37,6 +39,7 @@ from .secrets import mask_url
 from .secrets import register as register_secrets
 from .sources import journal_copy, merge_copies
 from .transports import TransportFactory, make_transports
+from .writefail import WriteFailed
 from .access import journal_url, open_journal, register_settings_secrets
 from .queries import history, iso, revert_plan, show, status  # noqa: F401 - re-exported: the read-only commands
 
@@ -113,8 +116,13 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
         j.lock.acquire(command, wait=wait)
         try:
             yield j
-        finally:
-            j.lock.release()
+        except BaseException:
+            # A full disk fails the release of the lock too: the first failure is the one to
+            # report, and a lock whose process is gone is taken over by the next run.
+            with contextlib.suppress(WriteFailed):
+                j.lock.release()
+            raise
+        j.lock.release()
     finally:
         j.close()
 
@@ -170,12 +178,15 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
             unchanged = RunResult(name, ReleaseState.APPLIED, message=f"release {name}: nothing to change")
             reports.publish(unchanged, Phase.APPLY, junit_file=junit, annotate=annotate)
             return unchanged
-        release_id = _open_record(j, p, project, decision.resume_of, decision.over_revert)
+        # What can fail before the record is written fails here, leaving no record behind.
+        faults = FaultPoints()
         logfile = open_run_log(project.root, name)
-        notifier = Notifier(project.root, project.settings)
         try:
+            release_id = _open_record(j, p, project, decision.resume_of, decision.over_revert)
+            notifier = Notifier(project.root, project.settings)
             return _run(Phase.APPLY, notifier, runs.apply(project, p, j, release_id, parallelism, transports,
-                                                          auto_revert, str(logfile), notifier), junit, annotate)
+                                                          auto_revert, str(logfile), notifier, faults),
+                        junit, annotate)
         finally:
             close_run_log()
 

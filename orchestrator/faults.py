@@ -12,6 +12,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from .errors import InputError
+
 BOUNDARIES = ("before-intent", "after-intent", "after-command", "after-outcome")
 
 
@@ -28,7 +30,7 @@ def parse(text: str | None) -> list[Fault]:
     for item in filter(None, (text or "").split(",")):
         parts = item.strip().split(":")
         if len(parts) not in (2, 3) or parts[0] not in BOUNDARIES:
-            raise ValueError(f"RELEASE_FAULT item {item!r}: expected BOUNDARY:NODE[@HOST][:PHASE]")
+            raise InputError(f"RELEASE_FAULT item {item!r}: expected BOUNDARY:NODE[@HOST][:PHASE]")
         node, _, where = parts[1].partition("@")
         faults.append(Fault(parts[0], node, where or None, parts[2] if len(parts) == 3 else "apply"))
     return faults

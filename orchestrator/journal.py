@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from . import statedir, writefail
 from .errors import InputError, JournalError, ReleaseError
 from .journal_schema import UNCLAIMED, adopt_unclaimed, archives, current_versions, events, prepare, releases, steps
 from .lifecycle import Outcome, Release, ReleaseState
@@ -104,13 +105,15 @@ class Journal:
         is_sqlite = dialect == "sqlite"
         if is_sqlite:
             path = sa.engine.make_url(url).database
+            can_write = True
             if path and path != ":memory:":
-                p = Path(path)
-                if not p.exists():
-                    if not create:
-                        return None
-                    p.parent.mkdir(parents=True, exist_ok=True)
+                p = Path(path).absolute()
+                if not p.exists() and not create:
+                    return None
+                can_write = statedir.open_sqlite(p, create=create)
             engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+            if path and path != ":memory:":
+                writefail.watch(engine, p)
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -122,8 +125,9 @@ class Journal:
             @event.listens_for(engine, "begin")
             def _begin(conn):  # noqa: ANN001
                 # IMMEDIATE takes the write lock up front, so two processes never interleave a
-                # read-check-write such as taking the release lock.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # read-check-write such as taking the release lock. A journal we may not write
+                # is read in plain transactions (status and history still work).
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if can_write else "BEGIN")
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
         journal = cls(engine, url, project)
@@ -144,7 +148,7 @@ class Journal:
             return None
         if project is not None:
             adopt_unclaimed(engine, project)
-        if is_sqlite:
+        if is_sqlite and can_write:
             # Only now that the file is known to be a journal: WAL mode is persistent, and a
             # database that is not ours (a mistyped --journal) must be left as it was.
             raw = engine.raw_connection()

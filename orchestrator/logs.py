@@ -12,10 +12,11 @@ from typing import Any, TextIO
 import structlog
 
 from .secrets import mask_value
+from .statedir import make_private_dir, open_private_append, refuse_shared, state_dir, unwritable
 from .console import write_console
 from .terminal import printable
 
-_state: dict[str, Any] = {"file": None, "console_level": 20, "format": "console", "view": None}
+_state: dict[str, Any] = {"file": None, "path": None, "console_level": 20, "format": "console", "view": None}
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -45,8 +46,11 @@ def _console_line(event: dict[str, Any]) -> str:
 def _sink(_logger: Any, _method: str, event: dict[str, Any]) -> Any:
     fh: TextIO | None = _state["file"]
     if fh is not None:
-        fh.write(json.dumps(event, default=str) + "\n")
-        fh.flush()
+        try:
+            fh.write(json.dumps(event, default=str) + "\n")
+            fh.flush()
+        except OSError as exc:
+            _log_write_failed(exc)
     view = _state["view"]
     if view is not None:
         view.handle(event)
@@ -57,6 +61,17 @@ def _sink(_logger: Any, _method: str, event: dict[str, Any]) -> Any:
         line = json.dumps(event, default=str) if _state["format"] == "json" else _console_line(event)
         write_console(sys.stderr, line + "\n")
     raise structlog.DropEvent
+
+
+def _log_write_failed(exc: OSError) -> None:
+    """The log file is given up (the caller's step goes on, and its outcome is journaled); the
+    run under way hears of it and starts nothing more."""
+    from .writefail import WriteFailed, report
+
+    path = _state["path"]
+    close_run_log()
+    failed = unwritable(path, "the run's log", exc)
+    report(failed if isinstance(failed, WriteFailed) else WriteFailed(failed.message))
 
 
 def configure(verbosity: int = 0, log_format: str = "console") -> None:
@@ -77,23 +92,33 @@ def configure(verbosity: int = 0, log_format: str = "console") -> None:
 
 
 def open_run_log(project_root: Path, release: str) -> Path:
-    """Start this run's JSONL file; closed by `close_run_log`."""
-    logs = project_root / ".release" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    """Start this run's JSONL file (0600, in .release/logs 0700); closed by `close_run_log`.
+    Opened before the release record is written, so that a log that cannot be written refuses
+    the run instead of leaving a record behind."""
+    refuse_shared(state_dir(project_root), "the state directory")
+    logs = state_dir(project_root) / "logs"
     now = time.time()
     # Microseconds keep two runs in the same second apart; the action is in every event.
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     path = logs / f"{release}-{stamp}.jsonl"
     close_run_log()
-    _state["file"] = path.open("a", encoding="utf-8")
+    try:
+        make_private_dir(logs)
+        _state["file"] = open_private_append(path)
+    except OSError as exc:
+        raise unwritable(path, "the run's log", exc) from None
+    _state["path"] = path
     return path
 
 
 def close_run_log() -> None:
     fh = _state["file"]
+    _state["file"] = None
     if fh is not None:
-        fh.close()
-        _state["file"] = None
+        try:
+            fh.close()
+        except OSError:  # its last lines could not be written: already reported by the sink
+            pass
 
 
 def attach_view(view: Any) -> None:

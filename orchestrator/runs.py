@@ -6,8 +6,8 @@ change things (`rollout`, `schema`), every change goes through the journaled ste
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from .supervise import supervise
 from .transports import TransportFactory
 from .transports.pool import TransportPool
 from .walk import walk
+from .writefail import StopOnWriteFailure, WriteFailed, listening
 
 # Not `from . import graph`: the package exports a function of that name, which wins there.
 graphs = importlib.import_module(f"{__package__}.graph")
@@ -74,6 +75,9 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
             run.blocked(node, kinds[node], f"waits on {', '.join(failed)}")
 
     def on_crash(node: str, exc: BaseException) -> None:
+        if isinstance(exc, WriteFailed):  # the journal could not be written: no bug, no traceback
+            stopper.halt(exc)
+            return
         run.fail(f"{node}: {exc}")
         run.log.exception("node.crashed", node=node)
 
@@ -81,12 +85,30 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
         ok = await walk(g, visit, reverse=run.phase == Phase.REVERT, on_blocked=on_blocked, on_crash=on_crash)
         return all(ok.values()) and run.succeeded
 
-    return await supervise(run, g, set(jobs), pool, go)
+    stopper = StopOnWriteFailure(run.stop, run.log)
+    with listening(stopper):
+        ok = await supervise(run, g, set(jobs), pool, go)
+    if stopper.cause is not None:
+        raise stopper.cause
+    return ok
+
+
+def _stopped_by(j: Journal, release_id: int, exc: WriteFailed, run: Run, **state: Any) -> WriteFailed:
+    """The run stopped at a failed write: record why if the journal still takes it (else the
+    record reads `interrupted` once this process is gone), and say what to do next."""
+    with contextlib.suppress(WriteFailed):
+        j.set_state(release_id, message=exc.message, **state)
+    return WriteFailed(f"{exc.message}; no step started after it: make room, then `release revert` or "
+                       f"`release apply {run.release}`"
+                       if run.phase == Phase.APPLY else
+                       f"{exc.message}; the revert stopped there: make room, then run `release revert` again",
+                       result=RunResult(run.release, ReleaseState.INTERRUPTED, run.reports))
 
 
 async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallelism: int,
-                factory: TransportFactory, auto_revert: bool, logfile: str, events: Events = no_events) -> RunResult:
-    run = Run(j, release_id, p.release, Phase.APPLY, parallelism, FaultPoints())
+                factory: TransportFactory, auto_revert: bool, logfile: str, events: Events = no_events,
+                faults: FaultPoints | None = None) -> RunResult:
+    run = Run(j, release_id, p.release, Phase.APPLY, parallelism, faults or FaultPoints())
     run.log.info("release.start", resume=p.resume_of is not None, logfile=logfile)
     await events("started", RunResult(p.release, ReleaseState.IN_PROGRESS, message=f"release {p.release} started"),
                  Phase.APPLY)
@@ -103,7 +125,10 @@ async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallel
         jobs = {s.node: (rollout.deploy_job(project.services[s.node], s.targets, s.to, s.current)
                          if s.kind == "service" else schema.migrate_job(project.databases[s.node], s.to))
                 for s in p.changes}
-        ok = await execute(run, p.graph, jobs, pool)
+        try:
+            ok = await execute(run, p.graph, jobs, pool)
+        except WriteFailed as exc:
+            raise _stopped_by(j, release_id, exc, run, state=ReleaseState.FAILED) from None
     state = run_outcome(ok=ok, stopped=run.stop.is_set(), failed=bool(run.failures))
     if state == ReleaseState.APPLIED:
         j.set_state(release_id, state)
@@ -157,7 +182,10 @@ async def revert(root: Path, j: Journal, release: Release, parallelism: int, fac
         # Marked only now, when the first revert step may run: a refused revert changed nothing.
         j.claim_release(release.id)
         j.set_state(release.id, revert_state=RevertState.IN_PROGRESS)
-        ok = await execute(run, g, jobs, pool)
+        try:
+            ok = await execute(run, g, jobs, pool)
+        except WriteFailed as exc:
+            raise _stopped_by(j, release.id, exc, run, revert_state=RevertState.FAILED) from None
     outcome = revert_outcome(ok=ok, stopped=run.stop.is_set(), failed=bool(run.failures))
     if outcome == RevertState.DONE:
         j.set_state(release.id, ReleaseState.REVERTED, revert_state=outcome)

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from ..environment import inherited_env
+from ..statedir import make_private_dir
 from .base import Command, CommandResult, Transport, tail
 
 KILL_GRACE = 3.0
@@ -194,13 +195,13 @@ class LocalTransport(Transport):
         self._running: set[int] = set()
 
     async def connect(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)  # a directory the tool creates is the operator's alone
 
     def environment(self) -> dict[str, str]:
         return {"RELEASE_PROJECT_DIR": str(self.project_dir)}
 
     async def run(self, command: Command) -> CommandResult:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)
         return await run_shell(command.script, cwd=self.root, env={**inherited_env(), **command.env},
                                timeout=command.timeout, running=self._running)
 
