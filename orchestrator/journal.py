@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +112,20 @@ class Journal:
                 if not p.exists() and not create:
                     return None
                 can_write = statedir.open_sqlite(p, create=create)
-            engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+            args: dict[str, Any] = {"timeout": 60, "isolation_level": None}
+            extra: dict[str, Any] = {}
+            if not can_write:
+                uri = statedir.read_only_uri(p)
+                extra["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, **args)
+            engine = sa.create_engine(url, connect_args=args, **extra)
             if path and path != ":memory:":
                 writefail.watch(engine, p)
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record):  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA synchronous=FULL")
+                if can_write:
+                    cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA busy_timeout=60000")
                 cur.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import urllib.parse
 from pathlib import Path
 
 from .errors import InputError, ReleaseError
@@ -93,6 +94,14 @@ def open_sqlite(path: Path, *, create: bool) -> bool:
     if create and not can_write:
         raise unwritable(path, "the journal", PermissionError(errno.EACCES, "read-only"))
     return can_write
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI reading a journal this process may not write. Without a -wal file, the file
+    is read as it stands (immutable): that is all of it, and SQLite then needs no shared-memory
+    file, which a read-only directory could not hold and a reader would leave behind read-only."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    return uri if Path(f"{path}-wal").exists() else uri + "&immutable=1"
 
 
 def writable(path: Path) -> bool:
