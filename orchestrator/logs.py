@@ -70,7 +70,7 @@ def _log_write_failed(exc: OSError) -> None:
 
     path = _state["path"]
     close_run_log()
-    failed = unwritable(path, "the run's log", exc)
+    failed = unwritable(path, "log", exc)
     report(failed if isinstance(failed, WriteFailed) else WriteFailed(failed.message))
 
 
@@ -106,7 +106,7 @@ def open_run_log(project_root: Path, release: str) -> Path:
         make_private_dir(logs)
         _state["file"] = open_private_append(path)
     except OSError as exc:
-        raise unwritable(path, "the run's log", exc) from None
+        raise unwritable(path, "log", exc) from None
     _state["path"] = path
     return path
 

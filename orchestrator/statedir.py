@@ -89,10 +89,10 @@ def open_sqlite(path: Path, *, create: bool) -> bool:
         try:
             create_private_file(path)
         except OSError as exc:
-            raise unwritable(path, "the journal", exc) from None
+            raise unwritable(path, "journal", exc) from None
     can_write = writable(path)
     if create and not can_write:
-        raise unwritable(path, "the journal", PermissionError(errno.EACCES, "read-only"))
+        raise unwritable(path, "journal", PermissionError(errno.EACCES, "read-only"))
     return can_write
 
 
@@ -115,6 +115,6 @@ def unwritable(path: Path, what: str, exc: OSError) -> ReleaseError:
     from .writefail import WriteFailed, cause
 
     if exc.errno in NOT_PERMITTED:
-        return InputError(f"cannot write {what} {path}: {os.strerror(exc.errno)}; status and history still read "
+        return InputError(f"cannot write the {what} {path}: {os.strerror(exc.errno)}; status and history still read "
                           "the journal, but apply and revert must write there")
     return WriteFailed(f"{what} write failed: {cause(exc, path)}: {path}")

@@ -3,6 +3,7 @@ others can write, one that cannot be written, and a full disk (a file-size limit
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, current, slow_deploys, wait_for
+import orchestrator
+from helpers import cli, copy_demo, current, journal_rows, slow_deploys, wait_for
+from orchestrator.writefail import WriteFailed
 
 ROOT_BYPASSES_MODES = os.geteuid() == 0
 # As root, file modes bind only without CAP_DAC_OVERRIDE: drop it (and its read twin) for the CLI.
@@ -124,7 +127,7 @@ def test_an_unwritable_log_dir_refuses_the_apply_and_leaves_no_record(applied: P
         logs.chmod(0o700)
     assert proc.returncode == 2, proc.stderr
     [line] = errors(proc.stderr)
-    assert "cannot write the run's log" in line and str(logs) in line, line
+    assert "cannot write the log" in line and str(logs) in line, line
     assert releases(applied) == [("v2.3", "applied")]
     assert current(applied, "edge1", "web") == "v2.3"
     # Nothing blocks the next apply.
@@ -206,3 +209,38 @@ def test_a_full_disk_stops_the_run_with_one_message_and_revert_works(applied: Pa
     cli("revert", "-y", cwd=applied, check=0)
     assert all(current(applied, h, s) == "v2.3" for s, hosts in DEMO_HOSTS.items() for h in hosts)
     assert releases(applied)[0] == ("v2.4", "reverted")
+
+
+class FillsUp:
+    """A run log on a disk that fills up after `room` lines; keeps the events it could write."""
+
+    def __init__(self, room: int) -> None:
+        self.room, self.events = room, []
+
+    def write(self, text: str) -> int:
+        if len(self.events) >= self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.events.append(json.loads(text)["event"])
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_log_that_fills_up_stops_the_run_at_that_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = copy_demo(tmp_path / "proj")
+    log = FillsUp(room=4)
+    monkeypatch.setattr("orchestrator.logs.open_private_append", lambda path: log)
+    with pytest.raises(WriteFailed) as caught:
+        orchestrator.apply(root, "v2.3", parallelism=1)
+    assert caught.value.message.startswith("log write failed: No space left on device: "
+                                           f"{root / '.release' / 'logs'}/v2.3-"), caught.value.message
+    # One command at a time: the one whose start was the failed line may run, none after it.
+    launched = sum(1 for e in log.events if e.endswith(".start"))
+    ran = [r for r in journal_rows(root, "select node, host, status from steps") if r[2] != "skipped"]
+    assert len(ran) <= launched + 1, (log.events, ran)
+    assert all(r[2] in ("ok", "failed") for r in ran), ran  # every outcome still journaled
+    assert releases(root)[0][0] == "v2.3" and releases(root)[0][1] in ("failed", "interrupted")
