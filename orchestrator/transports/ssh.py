@@ -1,9 +1,9 @@
-"""SSH hosts: one asyncssh connection per host per run, shared by every command on that host.
+"""SSH hosts: one asyncssh connection per host per run (ssh_connection.py), shared by every
+command on that host.
 
-Limits that keep stock sshd settings safe: at most `max_sessions` (8) commands at once
-per connection (sshd's MaxSessions is 10, and a timed-out command still holds its session until
-its process dies, so the kill channel needs a slot of its own), and the run-wide `handshakes`
-semaphore (10, sshd's MaxStartups) is held only while connecting.
+At most `max_sessions` (8) commands run at once per connection: sshd's MaxSessions is 10, and a
+timed-out command still holds its session until its process dies, so the kill channel needs a
+slot of its own.
 
 A remote command runs as `exec /bin/sh -c WRAPPER` through the login shell. The wrapper first
 prints a marker line with its PID, which is also its process group and session id (sshd calls
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import secrets
 import shlex
 import time
@@ -36,8 +35,8 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from ..errors import HostUnreachable
-from ..logs import get_logger
 from .base import Command, CommandResult, Transport, tail
+from .ssh_connection import CLOSE_TIMEOUT, LOST, Client, SSHConnection, reason
 from .ssh_remote import bad_env, kill_script, wrapper
 from .ssh_plugin import SSHSettings
 
@@ -45,27 +44,7 @@ MAX_SESSIONS = 8
 SSHD_MAX_SESSIONS = 10  # the stock limit our channel count must stay under
 BUFFER_LIMIT = 64 * 1024  # per stream; the result keeps only tail() of it
 KILL_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 3.0
 OPEN_RETRY_SECONDS = 5.0
-
-# Connection failures that leave the command with no exit status.
-_LOST = (asyncssh.Error, OSError, EOFError)
-
-
-class _Client(asyncssh.SSHClient):
-    """Remembers what asyncssh does not report: the server key it refused, why the link died."""
-
-    def __init__(self) -> None:
-        self.offered_key: asyncssh.SSHKey | None = None
-        self.lost: str | None = None
-
-    def validate_host_public_key(self, host, addr, port, key) -> bool:
-        # Only called for keys known_hosts does not trust: record it, still refuse it.
-        self.offered_key = key
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = _reason(exc) if exc else "connection closed"
 
 
 @dataclass(eq=False)
@@ -83,19 +62,7 @@ def _append(buf: bytearray, chunk: bytes) -> None:
         del buf[:-BUFFER_LIMIT]
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, asyncssh.Error):
-        return exc.reason or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _fingerprint(key: asyncssh.SSHKey) -> str:
-    return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"
-
-
-async def _open(conn: asyncssh.SSHClientConnection, client: _Client | None, line: str):
+async def _open(conn: asyncssh.SSHClientConnection, client: Client | None, line: str):
     """Open a session channel running `line`, retrying while sshd has not freed old sessions.
 
     sshd frees a closed session only after it has processed the packets that arrived with the
@@ -129,17 +96,14 @@ class SSHTransport(Transport):
         self.spec = spec
         self.jump = jump
         self.max_sessions = max_sessions
-        self._handshakes = handshakes
+        self._link = SSHConnection(name, spec, jump=jump._link if jump is not None else None,
+                                   handshakes=handshakes)
         self._sessions = asyncio.Semaphore(max_sessions)
         # The kill channel is opened while up to max_sessions commands hold theirs.
         self._kill_slots = asyncio.Semaphore(max(1, SSHD_MAX_SESSIONS - max_sessions))
-        self._connect_lock = asyncio.Lock()
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self._client: _Client | None = None
         self._running: set[_Running] = set()
         self._tasks: set[asyncio.Task] = set()
         self._kill_generation = 0
-        self._failed: tuple[float, str] | None = None  # when the last connect failed, and why
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.name!r}, {self.where})"
@@ -149,162 +113,19 @@ class SSHTransport(Transport):
 
     @property
     def where(self) -> str:
-        return f"{self.spec.address}:{self.spec.port}"
+        return self._link.where
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._client is not None and self._client.lost is None
+        return self._link.connected
 
     @property
     def connection(self) -> asyncssh.SSHClientConnection | None:
         """The open connection (a jump host's is the tunnel of the hosts behind it)."""
-        return self._conn if self.connected else None
-
-    def _unreachable(self, reason: str) -> HostUnreachable:
-        return HostUnreachable(f"host {self.name} ({self.where}): {reason}")
-
-    # -- connecting ---------------------------------------------------------------------------
+        return self._link.connection
 
     async def connect(self) -> None:
-        asked = time.monotonic()
-        async with self._connect_lock:
-            if self.connected:
-                return
-            failed = self._failed
-            if failed is not None and failed[0] >= asked:
-                # An attempt failed while this caller waited for it: share its answer, or the
-                # commands queued on a lost host would each wait out connect_timeout in turn.
-                raise HostUnreachable(failed[1])
-            try:
-                await self._connect()
-            except HostUnreachable as exc:
-                self._failed = (time.monotonic(), str(exc))
-                raise
-
-    async def _connect(self) -> None:
-        """One attempt; the caller holds _connect_lock."""
-        if self._conn is not None:
-            self._conn.abort()  # lost: don't leave its transport behind
-        self._conn = self._client = None
-        tunnel = None
-        if self.jump is not None:
-            try:
-                await self.jump.connect()
-            except HostUnreachable as exc:
-                raise self._unreachable(f"jump host unreachable: {exc}") from None
-            tunnel = self.jump.connection
-        known_hosts = os.path.expanduser(self.spec.known_hosts)
-        if not os.path.isfile(known_hosts):
-            # asyncssh would fall back to no trusted keys or ~/.ssh/known_hosts: never
-            # silently verify against something else than what the inventory names.
-            raise self._unreachable(
-                f"known_hosts file {known_hosts} does not exist, so the host key cannot be "
-                "verified"
-            )
-        t0 = time.monotonic()
-        if self._handshakes is not None:
-            async with self._handshakes:
-                conn, client = await self._handshake(tunnel, known_hosts)
-        else:
-            conn, client = await self._handshake(tunnel, known_hosts)
-        self._conn, self._client = conn, client
-        get_logger(host=self.name).debug("ssh.connected", address=self.where,
-                                         via=self.jump.name if self.jump else None,
-                                         seconds=round(time.monotonic() - t0, 3))
-
-    async def _handshake(self, tunnel, known_hosts: str, host_key_algs=()):
-        spec = self.spec
-        client = _Client()
-        options = dict(
-            port=spec.port,
-            tunnel=tunnel,
-            known_hosts=known_hosts,
-            connect_timeout=spec.connect_timeout,
-            keepalive_interval=spec.keepalive_interval,
-            keepalive_count_max=spec.keepalive_count_max,
-            # Only the inventory decides: ~/.ssh/config would make CI and laptops differ.
-            config=[],
-            password_auth=False,
-            kbdint_auth=False,
-            gss_auth=False,
-            gss_kex=False,
-            client_factory=lambda: client,
-        )
-        if host_key_algs:
-            options["server_host_key_algs"] = host_key_algs
-        if spec.user:
-            options["username"] = spec.user
-        if spec.identity:
-            # Agent keys are still offered alongside (asyncssh's agent_identities default).
-            options["client_keys"] = [os.path.expanduser(spec.identity)]
-        try:
-            conn = await asyncio.wait_for(
-                asyncssh.connect(spec.address, **options), spec.connect_timeout + 2
-            )
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise self._host_key_error(client, known_hosts, exc) from None
-        except (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, ConnectionResetError) as exc:
-            failed = self._unreachable(f"connection failed during the handshake: {_reason(exc)}")
-            if not host_key_algs and self._trusted_keys(known_hosts):
-                # When known_hosts names only other key types than the server has, one side
-                # gives up on the key exchange. Negotiating any type learns the key the server
-                # offers, which is still checked against known_hosts: a refusal then names it.
-                try:
-                    return await self._handshake(tunnel, known_hosts, host_key_algs="default")
-                except HostUnreachable as again:
-                    if "SHA256:" in str(again):
-                        raise again from None
-            raise failed from None
-        except asyncssh.PermissionDenied as exc:
-            who = spec.user or "the local user name"
-            keys = f"key {spec.identity}" if spec.identity else "the agent's and default keys"
-            raise self._unreachable(
-                f"authentication failed for user {who} with {keys}: {_reason(exc)}"
-            ) from None
-        except asyncio.TimeoutError:
-            raise self._unreachable(
-                f"no answer within connect_timeout {spec.connect_timeout:g}s"
-            ) from None
-        except ConnectionRefusedError:
-            raise self._unreachable("connection refused (is sshd running on that port?)") from None
-        except asyncssh.KeyImportError as exc:
-            raise self._unreachable(f"identity {spec.identity}: {_reason(exc)}") from None
-        except FileNotFoundError as exc:
-            what = "identity file" if spec.identity else "file"
-            raise self._unreachable(f"{what} {exc.filename or exc} does not exist") from None
-        except (asyncssh.Error, OSError, ValueError) as exc:
-            raise self._unreachable(_reason(exc)) from None
-        return conn, client
-
-    def _trusted_keys(self, known_hosts: str) -> list:
-        try:
-            port = self.spec.port if self.spec.port != 22 else None  # as asyncssh matches
-            return list(asyncssh.read_known_hosts(known_hosts).match(
-                self.spec.address, self.spec.address, port
-            )[0])
-        except (OSError, ValueError):
-            return []
-
-    def _host_key_error(self, client: _Client, known_hosts: str, exc) -> HostUnreachable:
-        key = client.offered_key
-        if key is None:
-            return self._unreachable(f"host key not verifiable: {_reason(exc)}")
-        trusted = self._trusted_keys(known_hosts)
-        if trusted:
-            return self._unreachable(
-                f"HOST KEY CHANGED: the server offered {_fingerprint(key)}, but {known_hosts} "
-                f"has a different key for {self.spec.address} "
-                f"({', '.join(_fingerprint(k) for k in trusted)}); someone may be intercepting "
-                "the connection, or the host was reinstalled. Refusing to connect; fix "
-                "known_hosts after checking the key"
-            )
-        return self._unreachable(
-            f"unknown host key {_fingerprint(key)}: {known_hosts} has no key for "
-            f"{self.spec.address}. Refusing to connect; add the key after checking it "
-            "(e.g. ssh-keyscan, compared with the host's own ssh-keygen -lf)"
-        )
-
-    # -- running ------------------------------------------------------------------------------
+        await self._link.connect()
 
     @property
     def silence(self) -> int:
@@ -318,7 +139,7 @@ class SSHTransport(Transport):
             while True:
                 await asyncio.sleep(self.spec.keepalive_interval)
                 process.stdin.write(b".\n")
-        except _LOST:
+        except LOST:
             pass  # the channel is gone; the watcher sees the end of file or the silence
 
     async def run(self, command: Command) -> CommandResult:
@@ -337,20 +158,20 @@ class SSHTransport(Transport):
                 await self.connect()
             except HostUnreachable as exc:
                 return CommandResult(None, duration=time.monotonic() - start, error=str(exc))
-            return await self._run(self._conn, self._client, command)
+            return await self._run(self._link.conn, self._link.client, command)
 
-    async def _run(self, conn, client: _Client, command: Command) -> CommandResult:
+    async def _run(self, conn, client: Client, command: Command) -> CommandResult:
         start = time.monotonic()
         marker = f"__release_pid_{secrets.token_hex(8)}__"
         line = "exec /bin/sh -c " + shlex.quote(wrapper(command, marker, self.silence))
         try:
             process = await _open(conn, client, line)
-        except _LOST as exc:
+        except LOST as exc:
             return CommandResult(
                 None,
                 duration=time.monotonic() - start,
                 error=f"host {self.name} ({self.where}): could not start the command: "
-                f"{client.lost or _reason(exc)}",
+                f"{client.lost or reason(exc)}",
             )
         entry = _Running(process)
         self._running.add(entry)
@@ -363,8 +184,8 @@ class SSHTransport(Transport):
                 await asyncio.wait_for(self._collect(entry, marker.encode()), command.timeout)
             except asyncio.TimeoutError:
                 timed_out = True
-            except _LOST as exc:
-                lost = client.lost or _reason(exc)
+            except LOST as exc:
+                lost = client.lost or reason(exc)
             except asyncio.CancelledError:
                 # Whoever gave up on this command must not leave it running over there.
                 self._kill_in_background([entry])
@@ -376,7 +197,7 @@ class SSHTransport(Transport):
                 process.close()
             try:
                 await asyncio.wait_for(process.wait_closed(), CLOSE_TIMEOUT)
-            except (asyncio.TimeoutError, *_LOST):
+            except (asyncio.TimeoutError, *LOST):
                 pass
         finally:
             beat.cancel()
@@ -446,12 +267,12 @@ class SSHTransport(Transport):
         try:
             async with self._kill_slots:
                 async def kill() -> None:
-                    process = await _open(conn, self._client, kill_script(pgids))
+                    process = await _open(conn, self._link.client, kill_script(pgids))
                     process.stdin.write_eof()
                     await process.wait()
 
                 await asyncio.wait_for(kill(), KILL_TIMEOUT)
-        except (asyncio.TimeoutError, *_LOST):
+        except (asyncio.TimeoutError, *LOST):
             pass  # best effort: the connection is going away, and its processes with it
 
     def kill_running(self) -> None:
@@ -483,11 +304,4 @@ class SSHTransport(Transport):
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=KILL_TIMEOUT)
-        conn, self._conn, self._client = self._conn, None, None
-        if conn is None:
-            return
-        conn.close()
-        try:
-            await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
-        except (asyncio.TimeoutError, *_LOST):
-            pass
+        await self._link.close()
