@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 
-from . import statedir, writefail
+from .journal_sqlite import sqlite_engine
 from .errors import InputError, JournalError, ReleaseError
 from .journal_schema import UNCLAIMED, adopt_unclaimed, archives, current_versions, events, prepare, releases, steps
 from .lifecycle import Outcome, Release, ReleaseState
@@ -129,37 +128,12 @@ class Journal:
             raise InputError(f"journal URL {mask_url(url)}: not supported; use sqlite:///PATH or "
                              "postgresql+psycopg://USER@HOST/DB")
         is_sqlite = dialect == "sqlite"
+        can_write = True
         if is_sqlite:
-            path = sa.engine.make_url(url).database
-            can_write = True
-            if path and path != ":memory:":
-                p = Path(path).absolute()
-                if not p.exists() and not create:
-                    return None
-                can_write = statedir.open_sqlite(p, create=create)
-            args: dict[str, Any] = {"timeout": 60, "isolation_level": None}
-            extra: dict[str, Any] = {}
-            if not can_write:
-                uri = statedir.read_only_uri(p)
-                extra["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, **args)
-            engine = sa.create_engine(url, connect_args=args, **extra)
-            if path and path != ":memory:":
-                writefail.watch(engine, p)
-
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # noqa: ANN001
-                cur = dbapi_conn.cursor()
-                if can_write:
-                    cur.execute("PRAGMA synchronous=FULL")
-                cur.execute("PRAGMA busy_timeout=60000")
-                cur.close()
-
-            @event.listens_for(engine, "begin")
-            def _begin(conn):  # noqa: ANN001
-                # IMMEDIATE takes the write lock up front, so two processes never interleave a
-                # read-check-write such as taking the release lock. A journal we may not write
-                # is read in plain transactions (status and history still work).
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if can_write else "BEGIN")
+            opened = sqlite_engine(url, create=create)
+            if opened is None:
+                return None
+            engine, can_write = opened
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
         journal = cls(engine, url, project)
