@@ -117,4 +117,4 @@ def unwritable(path: Path, what: str, exc: OSError) -> ReleaseError:
     if exc.errno in NOT_PERMITTED:
         return InputError(f"cannot write the {what} {path}: {os.strerror(exc.errno)}; status and history still read "
                           "the journal, but apply and revert must write there")
-    return WriteFailed(f"{what} write failed: {cause(exc, path)}: {path}")
+    return WriteFailed(f"{what} write failed: {cause(exc)}: {path}")

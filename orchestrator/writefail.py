@@ -51,7 +51,8 @@ def listening(listener: Listener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def cause(exc: OSError, path: Path) -> str:
+def cause(exc: OSError) -> str:
+    """Why a file write failed, as the operator fixes it."""
     if exc.errno == errno.EFBIG:
         return f"file too large{_size_limit()}"
     return os.strerror(exc.errno) if exc.errno else str(exc)
