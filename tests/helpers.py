@@ -102,6 +102,26 @@ def spawn(root: Path, *args: str, env: dict[str, str] | None = None, stderr_file
                             start_new_session=session, **kw)
 
 
+@contextlib.contextmanager
+def background(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A `release` started with `spawn` that must not outlive the block: killed (and reaped) if
+    it still runs when the block ends, whether the test passed or not."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120, check: int | None = 0) -> tuple[str, str]:
+    """Wait for a spawned `release` (stdout and stderr pipes) to end: its (stdout, stderr), its
+    exit code checked as `cli` checks it."""
+    out, err = proc.communicate(timeout=timeout)
+    _check(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), check)
+    return out, err
+
+
 @dataclass
 class Result:
     """What `run` returns: the fields of `cli`'s subprocess.CompletedProcess that tests read."""
