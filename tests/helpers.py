@@ -86,20 +86,18 @@ def cli_json(*args: str, cwd: Path, **kw) -> dict:
 
 
 def spawn(root: Path, *args: str, env: dict[str, str] | None = None, stderr_file: Path | None = None,
-          session: bool = False, prefix: tuple[str, ...] = (), **kw) -> subprocess.Popen:
-    """`release ARGS` started in the background, stdin not a terminal. With `stderr_file` its
-    stderr goes there (stdout nowhere), else both are pipes (text); with `session` it gets a
-    session of its own, as a terminal runs it: killpg reaches it and its commands, never pytest.
-    `prefix` runs it under another command (`unshare ...`)."""
+          session: bool = False, prefix: tuple[str, ...] = (), **popen: object) -> subprocess.Popen:
+    """`release ARGS` started in the background, stdin not a terminal, stdout and stderr text
+    pipes unless `popen` says otherwise. With `stderr_file` stderr goes there and stdout nowhere;
+    with `session` it gets a session of its own, as a terminal runs it: killpg reaches it and its
+    commands, never pytest. `prefix` runs it under another command (`unshare ...`)."""
     assert in_e2e_test, E2E_MARKER_MISSING
-    if stderr_file is not None:
-        with stderr_file.open("w") as fh:
-            return subprocess.Popen([*prefix, sys.executable, "-m", "orchestrator", *args], cwd=root,
-                                    env=_cli_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=fh, start_new_session=session, **kw)
-    return subprocess.Popen([*prefix, sys.executable, "-m", "orchestrator", *args], cwd=root, env=_cli_env(env),
-                            text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=session, **kw)
+    kw: dict = {"text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    with contextlib.ExitStack() as stack:
+        if stderr_file is not None:
+            kw.update(text=False, stdout=subprocess.DEVNULL, stderr=stack.enter_context(stderr_file.open("w")))
+        return subprocess.Popen([*prefix, sys.executable, "-m", "orchestrator", *args], cwd=root, env=_cli_env(env),
+                                stdin=subprocess.DEVNULL, start_new_session=session, **kw)
 
 
 @contextlib.contextmanager

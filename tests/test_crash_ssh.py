@@ -31,7 +31,7 @@ from orchestrator.lifecycle import Phase
 APPLY, REVERT = Phase.APPLY, Phase.REVERT
 from test_release_ssh import Demo, run_on
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 
 DATABASES = {"accounts-db": "accounts.db", "orders-db": "orders.db"}
 

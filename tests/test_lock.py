@@ -14,7 +14,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -73,6 +72,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("first_release", [True, False], ids=["fresh-journal", "existing-journal"])
+@pytest.mark.slow
 def test_two_applies_started_together(applied: Path, tmp_path: Path, first_release: bool) -> None:
     # On a fresh copy both processes also race to create the journal itself.
     root = copy_demo(tmp_path / "r") if first_release else clone(applied, tmp_path / "r")
@@ -96,6 +96,7 @@ def test_two_applies_started_together(applied: Path, tmp_path: Path, first_relea
     assert lock_ids(root) == []
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -> None:
     root = clone(applied, tmp_path / "r")
     proc = cli("apply", "v2.4", cwd=root, env={"RELEASE_FAULT": "after-command:orders@app1"})
@@ -115,6 +116,7 @@ def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -
     assert all_at(root, "v2.3") and lock_ids(root) == []
 
 
+@pytest.mark.slow
 def test_reused_pid_is_not_the_holder(applied: Path, tmp_path: Path) -> None:
     """The recorded PID is alive but belongs to a process started at another time: PIDs are
     reused, so the start time decides and the lock is taken over."""
@@ -161,6 +163,7 @@ def test_takeover_kills_the_dead_holders_commands(applied: Path, tmp_path: Path)
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
 def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     root = clone(applied, tmp_path / "r")
     me = psutil.Process()
@@ -183,6 +186,7 @@ def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     assert all_at(root, "v2.4") and journal_events(root) == []
 
 
+@pytest.mark.slow
 def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> None:
     """A holder on another machine cannot be checked: a recent heartbeat means held, an old one
     is reported as stale, and only `release unlock` with its id removes it."""
@@ -211,6 +215,7 @@ def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> No
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
 def test_run_whose_lock_was_removed_starts_nothing_more(applied: Path, tmp_path: Path) -> None:
     """A lock removed under a running apply (by hand, or `release unlock` of a lock wrongly
     thought stale): at its next heartbeat the apply starts no new step, lets running ones finish,
