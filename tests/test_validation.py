@@ -118,8 +118,8 @@ def test_validate_ok_on_demo(demo: Path) -> None:
 
 @pytest.mark.e2e
 def test_usage_error_exit_2(demo: Path) -> None:
-    assert cli("apply", cwd=demo).returncode == 2
-    assert cli("nonsense", cwd=demo).returncode == 2
+    assert cli("apply", cwd=demo).returncode == 2  # the process's exit status
+    assert run("nonsense", cwd=demo).returncode == 2
 
 
 def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
@@ -135,13 +135,12 @@ def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
 @pytest.mark.e2e
 def test_detailed_exitcode_usage_error_is_1(demo: Path) -> None:
     # 2 would read as "changes" to a pipeline: any error is 1 with --detailed-exitcode.
-    assert cli("plan", "--detailed-exitcode", cwd=demo).returncode == 1
-    assert cli("plan", "v1", "--detailed-exitcode", "--log-format", "xml", cwd=demo).returncode == 1
+    assert cli("plan", "--detailed-exitcode", cwd=demo).returncode == 1  # the process's exit status
+    assert run("plan", "v1", "--detailed-exitcode", "--log-format", "xml", cwd=demo).returncode == 1
 
 
-@pytest.mark.e2e
 def test_os_errors_are_messages_not_tracebacks(demo: Path) -> None:
-    proc = cli("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
+    proc = run("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
