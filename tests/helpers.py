@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Generic, Iterator, TypeVar
 
 import sqlalchemy as sa
 
@@ -26,6 +26,20 @@ SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orde
             "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
 HOST_SERVICES = [(s, h) for s, hosts in SERVICES.items() for h in hosts]
 HOSTS = ("app1", "app2", "edge1")
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Baselines(Generic[T]):
+    """The crash tests' shared starting points, copied for each case: `v23` has v2.3 applied and
+    o4_notes added to the scripts (so v2.4 migrates orders-db too), `v24` the same with v2.4
+    applied; `s23` and `s24` are what is in place in each."""
+    v23: T
+    v24: T
+    s23: dict[str, Any]
+    s24: dict[str, Any]
 
 
 def copy_demo(dest: Path) -> Path:

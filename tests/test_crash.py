@@ -18,15 +18,14 @@ import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 import pytest
 
-from helpers import (HOST_SERVICES, HOSTS, SERVICES, add_notes_revision, cli, cli_json, clone, copy_demo, current, events,
-                     journal_rows, revision, run, schema, slow_deploys, spawn, v24_steps, wait_for)
+from helpers import (HOST_SERVICES, HOSTS, SERVICES, Baselines, add_notes_revision, cli, cli_json, clone, copy_demo,
+                     current, events, journal_rows, revision, run, schema, slow_deploys, spawn, v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.lifecycle import Phase
 from orchestrator.runs import changes_to_revert
@@ -105,12 +104,7 @@ def leftover_commands(root: Path) -> list[psutil.Process]:
 # -- baselines ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Base:
-    v23: Path  # v2.3 applied; o4_notes added to the scripts: v2.4 migrates orders-db
-    v24: Path  # the same, with v2.4 applied
-    s23: dict[str, Any]
-    s24: dict[str, Any]
+Base = Baselines[Path]
 
 
 @pytest.fixture(scope="module")
