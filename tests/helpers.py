@@ -189,7 +189,9 @@ def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None, check: int | None = None) -> Result:
     """`release ARGS` in this process, with what `cli` gives a process: that working directory,
     NO_COLOR, no RELEASE_FAULT (a fault kills the process: `cli` only), the extra `env`, stdin
-    not a terminal. The same result shape as `cli`: swap one for the other."""
+    not a terminal. The same result shape as `cli`: swap one for the other. One difference stays:
+    the journal records this process's PID for the run, and this process outlives it; a record
+    that must read `interrupted` once its run is gone is made with `cli`."""
     from orchestrator.cli import main
 
     full = _cli_env(env)

@@ -110,11 +110,13 @@ Base = Baselines[Path]
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     tmp = tmp_path_factory.mktemp("crash-base")
+    # Processes of their own: a record names its run's PID, and a copy whose run is gone must
+    # read `interrupted` where it is left in progress (pytest's PID would read as still running).
     v23 = copy_demo(tmp / "v23")
-    run("apply", "v2.3", cwd=v23, check=0)
+    cli("apply", "v2.3", cwd=v23, check=0)
     add_notes_revision(v23)
     v24 = clone(v23, tmp / "v24")
-    run("apply", "v2.4", cwd=v24, check=0)
+    cli("apply", "v2.4", cwd=v24, check=0)
     s23, s24 = snapshot(v23), snapshot(v24)
     assert s23["orders-db"][0] == "o3_status" and s24["orders-db"][0] == "o4_notes"
     assert "order_notes" in s24["orders-db"][1] and "order_notes" not in s23["orders-db"][1]

@@ -24,7 +24,7 @@ import pytest
 
 from orchestrator.transports import Command
 from helpers import (SERVICES, background, cli, cli_json, clone, copy_demo, current, events, finish, journal_rows,
-                     run, slow_deploys, spawn, wait_for)
+                     slow_deploys, spawn, wait_for)
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def all_at(root: Path, version: str | None) -> bool:
 def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo with v2.3 applied: a journal exists."""
     root = copy_demo(tmp_path_factory.mktemp("lock-base") / "v23")
-    run("apply", "v2.3", cwd=root, check=0)
+    cli("apply", "v2.3", cwd=root, check=0)  # a process of its own: the record names its PID
     return root
 
 
