@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import closed_port
+
 PREFIX = "rlt"
 USER = "deploy"
 HOME = Path("/home") / USER
@@ -105,12 +107,6 @@ def _kill_trees(roots: list[int], procs: list[subprocess.Popen], grace: float = 
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_tcp(address: str, port: int, deadline: float, proc: subprocess.Popen, log: Path) -> None:
@@ -377,7 +373,7 @@ class Fleet:
 
     def _setup_loopback(self) -> None:
         for i in range(1, self.size + 1):
-            self.hosts.append(self._new_host(i, "127.0.0.1", _free_port()))
+            self.hosts.append(self._new_host(i, "127.0.0.1", closed_port()))
 
     def _write_known_hosts(self) -> None:
         import asyncssh

@@ -1,18 +1,45 @@
-"""Helpers shared by the tests: demo copies, manifests written on the fly, the CLI as a process."""
+"""Helpers shared by the tests: demo copies, manifests written on the fly, `release` run in this
+process (`run`) or as a process of its own (`cli`, `spawn`), and reading the state back."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import socket
 import sqlite3
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, Iterator, TypeVar
 
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The embedded demo: each service with the hosts it runs on, and the heads of its databases.
+BACKEND = ["app1", "app2"]
+SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orders": BACKEND,
+            "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
+HOST_SERVICES = [(s, h) for s, hosts in SERVICES.items() for h in hosts]
+HOSTS = ("app1", "app2", "edge1")
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Baselines(Generic[T]):
+    """The crash tests' shared starting points, copied for each case: `v23` has v2.3 applied and
+    o4_notes added to the scripts (so v2.4 migrates orders-db too), `v24` the same with v2.4
+    applied; `s23` and `s24` are what is in place in each."""
+    v23: T
+    v24: T
+    s23: dict[str, Any]
+    s24: dict[str, Any]
 
 
 def copy_demo(dest: Path) -> Path:
@@ -31,22 +58,162 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+# -- running release ---------------------------------------------------------------------------
+#
+# `run` is `release ARGS` in this process: no interpreter start-up, so most tests use it. `cli` and
+# `spawn` start a process of its own, as a user or CI does: for what only a process boundary shows
+# (exit codes of the real entry point, signals, kills, two runs at once, a lock's holder PID). A
+# test that calls `cli` or `spawn` carries the `e2e` marker; conftest.py fails it with a message
+# saying so when it does not.
+
+E2E_MARKER_MISSING = ("this test starts `release` as a process of its own: mark it @pytest.mark.e2e "
+                      "(or use helpers.run, which runs it in this process)")
+in_e2e_test = False  # set by conftest.py for each test: whether it carries the `e2e` marker
+
+
+def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
+    full = dict(os.environ, NO_COLOR="1")
+    full.pop("RELEASE_FAULT", None)
+    full.update(env or {})
+    return full
+
+
+def _check(result: "Result | subprocess.CompletedProcess", check: int | None) -> None:
+    if check is not None:
+        assert result.returncode == check, \
+            f"exit {result.returncode}, wanted {check}\n{result.stdout}\n{result.stderr}"
+
+
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
         check: int | None = None) -> subprocess.CompletedProcess:
     """`release ARGS` as a user runs it: a separate process, stdin not a terminal."""
-    full_env = dict(os.environ, NO_COLOR="1")
-    full_env.pop("RELEASE_FAULT", None)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=full_env,
+    assert in_e2e_test, E2E_MARKER_MISSING
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=_cli_env(env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}, wanted {check}\n{proc.stdout}\n{proc.stderr}"
+    _check(proc, check)
     return proc
 
 
 def cli_json(*args: str, cwd: Path, **kw) -> dict:
     proc = cli(*args, "--json", cwd=cwd, **kw)
     return json.loads(proc.stdout)
+
+
+def spawn(root: Path, *args: str, env: dict[str, str] | None = None, stderr_file: Path | None = None,
+          session: bool = False, prefix: tuple[str, ...] = (), **popen: object) -> subprocess.Popen:
+    """`release ARGS` started in the background, stdin not a terminal, stdout and stderr text
+    pipes unless `popen` says otherwise. With `stderr_file` stderr goes there and stdout nowhere;
+    with `session` it gets a session of its own, as a terminal runs it: killpg reaches it and its
+    commands, never pytest. `prefix` runs it under another command (`unshare ...`)."""
+    assert in_e2e_test, E2E_MARKER_MISSING
+    kw: dict = {"text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    with contextlib.ExitStack() as stack:
+        if stderr_file is not None:
+            kw.update(text=False, stdout=subprocess.DEVNULL, stderr=stack.enter_context(stderr_file.open("w")))
+        return subprocess.Popen([*prefix, sys.executable, "-m", "orchestrator", *args], cwd=root, env=_cli_env(env),
+                                stdin=subprocess.DEVNULL, start_new_session=session, **kw)
+
+
+@contextlib.contextmanager
+def background(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A `release` started with `spawn` that must not outlive the block: killed (and reaped) if
+    it still runs when the block ends, whether the test passed or not."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120, check: int | None = 0) -> tuple[str, str]:
+    """Wait for a spawned `release` (stdout and stderr pipes) to end: its (stdout, stderr), its
+    exit code checked as `cli` checks it."""
+    out, err = proc.communicate(timeout=timeout)
+    _check(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), check)
+    return out, err
+
+
+@dataclass
+class Result:
+    """What `run` returns: the fields of `cli`'s subprocess.CompletedProcess that tests read."""
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _pipe() -> io.TextIOWrapper:
+    """stdout or stderr of an in-process run: text over bytes (`graph --format png` writes bytes),
+    not a terminal, like `cli`'s pipes."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _read(pipe: io.TextIOWrapper) -> str:
+    pipe.flush()
+    return pipe.buffer.getvalue().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """What `release` reads or changes of the process, set as `cli` sets it and put back after:
+    the working directory, the environment, the standard streams, the secrets `release.yaml`
+    registered, structlog's context variables and the run log it may leave open."""
+    import structlog
+
+    from orchestrator import logs, secrets
+
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_secrets = set(secrets._registered)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    structlog.contextvars.clear_contextvars()
+    try:
+        yield
+    finally:
+        logs.close_run_log()
+        logs.attach_view(None)
+        logs.configure()
+        structlog.contextvars.clear_contextvars()
+        secrets._registered.clear()
+        secrets._registered.update(saved_secrets)
+        secrets._cache = None
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None, check: int | None = None) -> Result:
+    """`release ARGS` in this process, with what `cli` gives a process: that working directory,
+    NO_COLOR, no RELEASE_FAULT (a fault kills the process: `cli` only), the extra `env`, stdin
+    not a terminal. The same result shape as `cli`: swap one for the other. One difference stays:
+    the journal records this process's PID for the run, and this process outlives it; a record
+    that must read `interrupted` once its run is gone is made with `cli`."""
+    from orchestrator.cli import main
+
+    full = _cli_env(env)
+    assert "RELEASE_FAULT" not in full, "a fault kills the process it is injected in: use cli()"
+    out, err = _pipe(), _pipe()
+    with _process_state(Path(cwd), full):
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(), out, err
+        rc = main(list(args))
+    result = Result(list(args), rc, _read(out), _read(err))
+    _check(result, check)
+    return result
+
+
+def run_json(*args: str, cwd: Path, **kw) -> dict:
+    return json.loads(run(*args, "--json", cwd=cwd, **kw).stdout)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (once the socket is closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def current(root: Path, host: str, service: str) -> str | None:

@@ -18,7 +18,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from helpers import closed_port
 
 SUPERUSER = "postgres"
 
@@ -43,12 +44,6 @@ def find_bindir() -> Path | None:
         if all((d / prog).is_file() for prog in ("initdb", "pg_ctl", "postgres")):
             return d
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -101,7 +96,7 @@ class PgServer:
     def start(self, attempts: int = 3) -> None:
         # The free port can be taken between probing and binding: try a few.
         for _ in range(attempts):
-            self.port = _free_port()
+            self.port = closed_port()
             opts = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "

@@ -15,7 +15,7 @@ from fleet import _find_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow, pytest.mark.ssh]
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.e2e]
 
 
 @pytest.mark.timeout(900)

@@ -14,6 +14,8 @@ import yaml
 
 from helpers import copy_demo
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # whole pipelines of release processes
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 WORKFLOW = DOCS / "examples" / "release.yml"
 JENKINSFILE = DOCS / "examples" / "Jenkinsfile"

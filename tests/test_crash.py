@@ -1,8 +1,9 @@
 """Crash-proof releases (issue 5): SIGKILL at every journal boundary and at random instants,
 Ctrl-C, and journal files that are not journals.
 
-Everything drives the CLI as a separate process on a copy of the embedded demo (local hosts,
-SQLite). The cases start from shared baselines copied with their .release state (v2.3 applied and
+The crashes drive the CLI as a separate process (marked `slow` and `e2e`) on a copy of the
+embedded demo (local hosts, SQLite); the runs around them, and the journals that are not
+journals, run release in this process. The cases start from shared baselines copied with their .release state (v2.3 applied and
 a new orders revision, so that v2.4 migrates a database too; and v2.4 applied on top), which saves
 one or two applies per case.
 """
@@ -15,18 +16,16 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 import pytest
 
-from helpers import (add_notes_revision, cli, cli_json, clone, copy_demo, current, events, journal_rows, revision,
-                     schema, slow_deploys, v24_steps, wait_for)
+from helpers import (HOST_SERVICES, HOSTS, SERVICES, Baselines, add_notes_revision, cli, cli_json, clone, copy_demo,
+                     current, events, journal_rows, revision, run, schema, slow_deploys, spawn, v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.lifecycle import Phase
 from orchestrator.runs import changes_to_revert
@@ -35,12 +34,7 @@ APPLY, REVERT = Phase.APPLY, Phase.REVERT
 from orchestrator.faults import BOUNDARIES
 from orchestrator.journal import Journal
 
-BACKEND = ["app1", "app2"]
-SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orders": BACKEND,
-            "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
-HOST_SERVICES = [(s, h) for s, hosts in SERVICES.items() for h in hosts]
 DATABASES = {"accounts-db": "accounts.db", "orders-db": "orders.db"}
-HOSTS = ("app1", "app2", "edge1")
 
 # -- reading the state back ------------------------------------------------------------------
 
@@ -77,13 +71,7 @@ def start(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[su
     """The CLI in a session of its own, as a terminal runs it: killpg reaches it and its
     commands, never pytest."""
     err = root.parent / f"{root.name}-stderr.txt"
-    full = dict(os.environ, NO_COLOR="1", **(env or {}))
-    full.pop("RELEASE_FAULT", None)
-    with err.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=root, env=full,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh,
-                                start_new_session=True)
-    return proc, err
+    return spawn(root, *args, env=env, stderr_file=err, session=True), err
 
 
 
@@ -116,17 +104,14 @@ def leftover_commands(root: Path) -> list[psutil.Process]:
 # -- baselines ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Base:
-    v23: Path  # v2.3 applied; o4_notes added to the scripts: v2.4 migrates orders-db
-    v24: Path  # the same, with v2.4 applied
-    s23: dict[str, Any]
-    s24: dict[str, Any]
+Base = Baselines[Path]
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     tmp = tmp_path_factory.mktemp("crash-base")
+    # Processes of their own: a record names its run's PID, and a copy whose run is gone must
+    # read `interrupted` where it is left in progress (pytest's PID would read as still running).
     v23 = copy_demo(tmp / "v23")
     cli("apply", "v2.3", cwd=v23, check=0)
     add_notes_revision(v23)
@@ -178,6 +163,8 @@ def assert_killed_at(root: Path, phase: str, boundary: str, node: str, where: st
 APPLY_STEPS = ["catalog@app1", "orders@app2", "orders-db@o4_notes", "web@edge1"]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("step", APPLY_STEPS)
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_sigkill_during_apply_then_revert_or_resume(base: Base, tmp_path: Path, boundary: str, step: str) -> None:
@@ -245,6 +232,8 @@ def check_revert_again(root: Path, base: Base, first_ok: set[tuple[str, str]],
     assert sum(s == "ok" for *_x, s in db) <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("boundary,step", REVERT_POINTS)
 def test_sigkill_during_revert_then_revert_again(base: Base, tmp_path: Path, boundary: str, step: str) -> None:
     node, _, where = step.partition("@")
@@ -258,6 +247,8 @@ def test_sigkill_during_revert_then_revert_again(base: Base, tmp_path: Path, bou
     check_revert_again(root, base, first_ok)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkill_in_apply_then_in_its_revert(base: Base, tmp_path: Path) -> None:
     """Two crashes in a row: the apply after orders@app2's deploy ran, the revert after the
     schema downgrade ran; each time the journal cannot know that the command did its work."""
@@ -280,6 +271,8 @@ def test_sigkill_in_apply_then_in_its_revert(base: Base, tmp_path: Path) -> None
     assert_reverted(root, base)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path) -> None:
     """Another apply over a revert killed halfway would leave v2.4 half undone for good: the
     next revert would undo that apply, and v2.4 would no longer be the latest release."""
@@ -305,6 +298,8 @@ def test_half_reverted_release_must_be_finished_first(base: Base, tmp_path: Path
     ("after-outcome:orders@app1:revert", ("orders", "app1")),  # reverted, and journaled so
     ("after-command:payments@app2:revert", ("payments", "app2")),  # reverted, but in doubt
 ])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
         base: Base, tmp_path: Path, fault: str, touched: tuple[str, str]) -> None:
     """`apply v2.4 --force-release` over its own half-finished revert deploys the reverted hosts
@@ -337,6 +332,8 @@ def test_force_release_resumes_over_a_half_revert_and_revert_undoes_it_all(
         assert any(e[1:4] == ("start", "revert", n) for e in events(root, h)[marks[h]:]), (n, h)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_force_release_over_a_revert_that_changed_nothing(base: Base, tmp_path: Path) -> None:
     """The revert died before its first step (as if killed right after its preflight):
     continuing v2.4 has nothing to do, and v2.4 must then count as applied, not as partly
@@ -401,6 +398,8 @@ def killpg_at_random_instant_then_revert(base: Base, root: Path, seed: int) -> N
 
 
 # Two runs at a time: they mostly sleep, and ten in a row would take a minute.
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("seeds", [(s, s + 1) for s in range(0, 10, 2)], ids=lambda s: f"seeds{s[0]}-{s[1]}")
 def test_killpg_at_random_instant_then_revert(base: Base, tmp_path: Path, seeds: tuple[int, int]) -> None:
     both(*(lambda s=s: killpg_at_random_instant_then_revert(base, clone(base.v23, tmp_path / f"r{s}"), s)
@@ -418,6 +417,8 @@ def ctrl_c_setup(base: Base, tmp_path: Path, pause: float) -> tuple[Path, subpro
     return root, proc, err
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_lets_running_commands_finish(base: Base, tmp_path: Path, how: str) -> None:
     root, proc, err = ctrl_c_setup(base, tmp_path, 0.8)
@@ -450,6 +451,8 @@ def test_interrupt_lets_running_commands_finish(base: Base, tmp_path: Path, how:
     assert_reverted(root, base)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_second_ctrl_c_kills_running_commands(base: Base, tmp_path: Path) -> None:
     root, proc, err = ctrl_c_setup(base, tmp_path, 30)
     t0 = time.monotonic()
@@ -512,7 +515,8 @@ def test_journal_that_is_not_a_journal(tmp_path: Path, kind: str, message: str) 
         future_journal(journal)
     before = journal.read_bytes()
     runs = [("apply", "v2.3"), ("status",)] + ([("revert",), ("plan", "v2.3")] if kind == "random" else [])
-    for args, proc in zip(runs, both(*(lambda a=a: cli(*a, cwd=root) for a in runs))):
+    for args in runs:
+        proc = run(*args, cwd=root)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert message in proc.stderr and str(journal) in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -521,6 +525,8 @@ def test_journal_that_is_not_a_journal(tmp_path: Path, kind: str, message: str) 
     assert journal.read_bytes() == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ctrl_c_during_revert_then_revert_again(tmp_path: Path) -> None:
     """A revert interrupted by Ctrl-C finishes the reverts it started, is `interrupted` (130), and
     a second `release revert` completes it without reverting any host twice."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from helpers import (add_notes_revision, clone, copy_demo, journal_rows, revision, schema, slow_deploys,
+from helpers import (Baselines, add_notes_revision, clone, copy_demo, journal_rows, revision, schema, slow_deploys,
                      v24_steps, wait_for)
 from orchestrator import commands
 from orchestrator.lifecycle import Phase
@@ -31,7 +31,7 @@ from orchestrator.lifecycle import Phase
 APPLY, REVERT = Phase.APPLY, Phase.REVERT
 from test_release_ssh import Demo, run_on
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 
 DATABASES = {"accounts-db": "accounts.db", "orders-db": "orders.db"}
 
@@ -114,12 +114,7 @@ def restore(state: State, fleet, dest: Path) -> Demo:
     return Demo(clone(state.root, dest), fleet)
 
 
-@dataclass
-class Base:
-    v23: State  # v2.3 applied; o4_notes added to the scripts: v2.4 migrates orders-db
-    v24: State  # the same, with v2.4 applied
-    s23: dict[str, Any]
-    s24: dict[str, Any]
+Base = Baselines[State]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from test_postgres import System, assert_services_at, shop  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 
 def run_order(root: Path, release: str) -> list[tuple[str, str]]:

@@ -29,6 +29,8 @@ from helpers import cli, journal_rows
 from history import History, write_history
 from pgserver import PgServer
 
+pytestmark = pytest.mark.e2e  # release runs as a process of its own
+
 DB = "hist-db"
 
 
@@ -311,6 +313,7 @@ def test_scripts_that_will_not_import_are_reported_cleanly_everywhere(fast_dir: 
     assert journal_rows(repo.root, "select state from releases order by id desc limit 1") == [("reverted",)]
 
 
+@pytest.mark.slow
 def test_env_py_runs_once_for_all_revisions_of_a_run(fast_dir: Path) -> None:
     """Like `alembic upgrade`: one env.py run (and so one connection) for every revision, not
     one per revision; still one journal step and one transaction per revision."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import add_notes_revision, copy_demo, fail_orders_on, write
+from helpers import SERVICES, add_notes_revision, fail_orders_on, write
 from test_transport_plugin import with_plugin  # noqa: F401 - a fixture: a third transport installed
 from orchestrator import commands
 from orchestrator.cli import main
@@ -26,11 +26,6 @@ from orchestrator.manifests import load_project
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    return copy_demo(tmp_path / "repo")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -158,10 +153,6 @@ def test_history_outside_git_has_no_commit(demo: Path, capsys: pytest.CaptureFix
 
 # -- revert --dry-run and the revert prompt ------------------------------------------------------
 
-SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
-            "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
-
-
 def snapshot(root: Path) -> dict[str, object]:
     """Everything under .release (journal, host directories, databases, logs), byte for byte."""
     out: dict[str, object] = {}
@@ -238,6 +229,7 @@ def test_revert_names_the_release_it_undoes_before_asking(demo: Path, capsys: py
 # -- the CLI's surface ---------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert run(capsys, "--version") == (0, f"release {version('release-orchestrator')}\n", "")
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "--version"], capture_output=True, text=True,
@@ -255,6 +247,7 @@ def test_help_shows_flags_without_a_type(capsys: pytest.CaptureFixture[str], com
         assert re.match(rf"\s+(-\w, )?{flag}\s{{2,}}[A-Z]", line), line  # the flag, then its help
 
 
+@pytest.mark.e2e
 def test_shell_completion(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     env = dict(os.environ, _RELEASE_COMPLETE="complete_bash", COMP_WORDS="release sh", COMP_CWORD="1")
     proc = subprocess.run([sys.executable, "-m", "orchestrator"], env=env, capture_output=True, text=True,
@@ -349,6 +342,7 @@ def test_schema_is_the_models_as_json_schema(capsys: pytest.CaptureFixture[str])
     assert rc == 2 and "unknown schema kind 'nodes'" in err
 
 
+@pytest.mark.e2e
 def test_schema_has_the_settings_of_every_installed_transport(with_plugin: dict[str, str], tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "schema", "--kind", "inventory"], cwd=tmp_path,
                           env=dict(os.environ, **with_plugin), capture_output=True, text=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, write
+from helpers import copy_demo, run, write
 from orchestrator import commands
 from orchestrator.cli import main
 from orchestrator.errors import InputError
@@ -154,7 +154,7 @@ def test_the_database_timeout_is_a_number_too(small: Path) -> None:
 
 def test_unreadable_manifest_exits_2_naming_the_file(small: Path) -> None:
     (small / WEB).write_bytes(b"hosts: [backend]\ndeploy: '\xff'\n")
-    proc = cli("validate", cwd=small)
+    proc = run("validate", cwd=small)
     assert proc.returncode == 2, proc.stderr
     assert f"{WEB}: (file): not UTF-8" in proc.stderr and "internal error" not in proc.stderr
 
@@ -272,6 +272,6 @@ def test_plan_still_loads_revision_scripts(tmp_path: Path) -> None:
     write(root, {"migrations/orders/versions/o4_notes.py": REVISION.format(
         mark=str(tmp_path / "ran"), rev="'o4_notes'", down="'o3_status'") + "raise RuntimeError('broken at import')\n"})
     commands.validate(root)
-    proc = cli("plan", "v1", cwd=root)
+    proc = run("plan", "v1", cwd=root)
     assert proc.returncode == 2 and "broken at import" in proc.stderr, proc.stderr
     assert os.path.exists(tmp_path / "ran")

@@ -12,7 +12,7 @@ import pytest
 from helpers import journal_rows
 from test_release_ssh import Demo, demo  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 
 
 def test_a_fresh_clone_with_an_empty_journal_reverts_to_what_ran(demo: Demo, tmp_path: Path) -> None:

@@ -106,6 +106,7 @@ def test_a_deploy_that_changes_nothing_fails_verification(tmp_path: Path) -> Non
     assert "v3" not in json.dumps(orchestrator.status(root)["services"])
 
 
+@pytest.mark.slow
 def test_canary_then_soak_then_the_rest(tmp_path: Path) -> None:
     root = shop(tmp_path, extra="canary: 1\nsoak: 2\nhealth: test -L apps/api/current\nhealth_interval: 0.5\n")
     hosts = root / ".release/hosts"

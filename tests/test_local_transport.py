@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 # A stand-in for the tool: it handles SIGINT as `release` does (an asyncio handler) and keeps
 # spawning short commands, so that many SIGINTs land just as a command is being started.
 TOOL = textwrap.dedent("""
@@ -38,6 +40,7 @@ TOOL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ctrl_c_storm_never_kills_a_starting_command(tmp_path: Path) -> None:
     script = tmp_path / "tool.py"
     script.write_text(TOOL)

@@ -1,7 +1,8 @@
 """The release lock (issue 5): one apply or revert per journal, exit 3 naming the holder, dead
 holders taken over, foreign stale holders reported, `release unlock` only with the right id.
 
-The CLI runs as a separate process on a copy of the embedded demo (local hosts, SQLite).
+The CLI runs as a separate process on a copy of the embedded demo (local hosts, SQLite): a lock
+names its holder's PID, so the holder and the one refused must be processes of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,11 +23,10 @@ import psutil
 import pytest
 
 from orchestrator.transports import Command
-from helpers import cli, cli_json, clone, copy_demo, current, events, journal_rows, slow_deploys, wait_for
+from helpers import (SERVICES, background, cli, cli_json, clone, copy_demo, current, events, finish, journal_rows,
+                     slow_deploys, spawn, wait_for)
 
-SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
-            "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
-
+pytestmark = pytest.mark.e2e
 
 
 def execute(root: Path, sql: str, *args: Any) -> None:
@@ -68,24 +67,18 @@ def all_at(root: Path, version: str | None) -> bool:
 def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo with v2.3 applied: a journal exists."""
     root = copy_demo(tmp_path_factory.mktemp("lock-base") / "v23")
-    cli("apply", "v2.3", cwd=root, check=0)
+    cli("apply", "v2.3", cwd=root, check=0)  # a process of its own: the record names its PID
     return root
 
 
-def popen(root: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("RELEASE_FAULT", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=root, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 @pytest.mark.parametrize("first_release", [True, False], ids=["fresh-journal", "existing-journal"])
+@pytest.mark.slow
 def test_two_applies_started_together(applied: Path, tmp_path: Path, first_release: bool) -> None:
     # On a fresh copy both processes also race to create the journal itself.
     root = copy_demo(tmp_path / "r") if first_release else clone(applied, tmp_path / "r")
     name = "v2.3" if first_release else "v2.4"
     slow_deploys(root, {s: 0.3 for s in SERVICES})
-    procs = [popen(root, "apply", name), popen(root, "apply", name)]
+    procs = [spawn(root, "apply", name), spawn(root, "apply", name)]
     out = [(p, *p.communicate(timeout=120)) for p in procs]
     assert sorted(p.returncode for p, *_ in out) == [0, 3], [(p.returncode, err) for p, _o, err in out]
     (winner, *_), (loser, _lo, lerr) = sorted(out, key=lambda o: o[0].returncode)
@@ -103,6 +96,7 @@ def test_two_applies_started_together(applied: Path, tmp_path: Path, first_relea
     assert lock_ids(root) == []
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -> None:
     root = clone(applied, tmp_path / "r")
     proc = cli("apply", "v2.4", cwd=root, env={"RELEASE_FAULT": "after-command:orders@app1"})
@@ -122,6 +116,7 @@ def test_lock_of_a_killed_process_is_taken_over(applied: Path, tmp_path: Path) -
     assert all_at(root, "v2.3") and lock_ids(root) == []
 
 
+@pytest.mark.slow
 def test_reused_pid_is_not_the_holder(applied: Path, tmp_path: Path) -> None:
     """The recorded PID is alive but belongs to a process started at another time: PIDs are
     reused, so the start time decides and the lock is taken over."""
@@ -168,6 +163,7 @@ def test_takeover_kills_the_dead_holders_commands(applied: Path, tmp_path: Path)
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
 def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     root = clone(applied, tmp_path / "r")
     me = psutil.Process()
@@ -190,6 +186,7 @@ def test_live_holder_and_lock_wait(applied: Path, tmp_path: Path) -> None:
     assert all_at(root, "v2.4") and journal_events(root) == []
 
 
+@pytest.mark.slow
 def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> None:
     """A holder on another machine cannot be checked: a recent heartbeat means held, an old one
     is reported as stale, and only `release unlock` with its id removes it."""
@@ -218,25 +215,19 @@ def test_foreign_host_lock_stale_and_unlock(applied: Path, tmp_path: Path) -> No
     assert all_at(root, "v2.4")
 
 
+@pytest.mark.slow
 def test_run_whose_lock_was_removed_starts_nothing_more(applied: Path, tmp_path: Path) -> None:
     """A lock removed under a running apply (by hand, or `release unlock` of a lock wrongly
     thought stale): at its next heartbeat the apply starts no new step, lets running ones finish,
     and ends `interrupted` (130), from where revert works."""
     root = clone(applied, tmp_path / "r")
     slow_deploys(root, {s: 4 for s in SERVICES})
-    proc = popen(root, "apply", "v2.4")
-    try:
-        deadline = time.monotonic() + 30
-        while not lock_ids(root) or not any(e[1] == "start" for h in ("app1", "app2") for e in events(root, h)):
-            assert time.monotonic() < deadline and proc.poll() is None, "the apply never started"
-            time.sleep(0.05)
+    with background(spawn(root, "apply", "v2.4")) as proc:
+        wait_for(lambda: proc.poll() is not None or lock_ids(root) and any(
+            e[1] == "start" for h in ("app1", "app2") for e in events(root, h)), what="the apply to start")
+        assert proc.poll() is None, "the apply ended before it started a deploy"
         execute(root, "delete from lock")
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+        _out, err = finish(proc, timeout=60, check=130)
     assert "lock.lost" in err
     assert journal_rows(root, "select state from releases where name='v2.4'") == [("interrupted",)]
     assert current(root, "edge1", "web") == "v2.3"  # the last wave never started
@@ -253,12 +244,7 @@ def test_holder_in_another_pid_namespace_is_not_taken_over(applied: Path, tmp_pa
     it counts as a foreign holder and is never taken over while its heartbeat is fresh."""
     root = clone(applied, tmp_path / "r")
     slow_deploys(root, {s: 1.5 for s in SERVICES})
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("RELEASE_FAULT", None)
-    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "orchestrator",
-                               "apply", "v2.4"], cwd=root, env=env, text=True, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with background(spawn(root, "apply", "v2.4", prefix=("unshare", "--pid", "--fork", "--mount-proc"))) as holder:
         wait_for(lambda: lock_ids(root) and any(e[1] == "start" for e in events(root, "app1")),
                  what="the holder to take the lock and start deploying")
         [(held, pid)] = journal_rows(root, "select lock_id, pid from lock")
@@ -269,12 +255,7 @@ def test_holder_in_another_pid_namespace_is_not_taken_over(applied: Path, tmp_pa
         assert cli_json("status", cwd=root)["state"] == "in_progress"  # not `interrupted`
         proc = cli("unlock", held, cwd=root)
         assert proc.returncode == 3 and "nothing removed" in proc.stderr
-        _out, err = holder.communicate(timeout=120)
-        assert holder.returncode == 0, err
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        finish(holder)
     assert journal_events(root) == []  # no takeover, no unlock
     assert all_at(root, "v2.4") and lock_ids(root) == []
     assert journal_rows(root, "select name, state from releases order by id") == [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import textwrap
 import traceback
 from pathlib import Path
@@ -12,6 +11,7 @@ import alembic
 import pytest
 import sqlalchemy as sa
 
+from helpers import closed_port
 from orchestrator.errors import InputError, StepFailed
 from orchestrator.migrations import (
     Hop,
@@ -88,12 +88,6 @@ def make_scripts(root: Path, revisions: list[tuple[str, str, str | None]], env: 
 def apply_all(runner: MigrationRunner, from_rev: str | None, to_rev: str | None) -> None:
     for hop in runner.hops(from_rev, to_rev):
         runner.apply_hop(hop)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, current, fail_orders_on, journal_rows, write
+from helpers import copy_demo, current, fail_orders_on, journal_rows, run, write
 
 TOKEN = "tok-planted-4711"  # SHOP_TOKEN's value: no body, log or output may show it
 PATH_SECRET = "p4th-s3cret"  # a webhook URL's ${HOOK_PATH}: the URL's path is masked in logs
@@ -94,8 +94,8 @@ def test_webhook_bodies_for_a_failed_release_and_its_revert(tmp_path: Path, hook
     settings(demo, [{"url": hook.url + "/slack/${HOOK_PATH}"},
                     {"url": only_ends.url, "events": ["failed", "reverted"]}])
 
-    failed = cli("apply", "v2.5", cwd=demo, env=ENV, check=1)
-    cli("revert", "-y", cwd=demo, env=ENV, check=0)
+    failed = run("apply", "v2.5", cwd=demo, env=ENV, check=1)
+    run("revert", "-y", cwd=demo, env=ENV, check=0)
 
     assert hook.events() == ["started", "failed", "reverted"]
     assert only_ends.events() == ["failed", "reverted"]
@@ -122,7 +122,7 @@ def test_webhook_bodies_for_a_failed_release_and_its_revert(tmp_path: Path, hook
 def test_a_webhook_down_hanging_or_failing_changes_nothing(tmp_path: Path, hooks_started) -> None:
     quiet = copy_demo(tmp_path / "quiet")
     t0 = time.monotonic()
-    cli("apply", "v2.5", cwd=quiet, check=0)
+    run("apply", "v2.5", cwd=quiet, check=0)
     baseline = time.monotonic() - t0
 
     demo = copy_demo(tmp_path / "demo")
@@ -131,7 +131,7 @@ def test_a_webhook_down_hanging_or_failing_changes_nothing(tmp_path: Path, hooks
                     {"url": error.url + "/${HOOK_PATH}", "timeout": 1},
                     {"url": "http://127.0.0.1:9/${HOOK_PATH}", "timeout": 1}])  # nothing listens there
     t0 = time.monotonic()
-    proc = cli("apply", "v2.5", cwd=demo, env=ENV, check=0)
+    proc = run("apply", "v2.5", cwd=demo, env=ENV, check=0)
     took = time.monotonic() - t0
 
     assert "applied" in proc.stdout
@@ -152,14 +152,14 @@ def test_a_failing_pre_apply_hook_changes_nothing(tmp_path: Path, hooks_started)
     hook = hooks_started()
     settings(demo, [{"url": hook.url}], {"pre_apply": 'echo "frozen until $RELEASE_NAME is signed off" >&2; exit 4'})
 
-    proc = cli("apply", "v2.5", cwd=demo, check=1)
+    proc = run("apply", "v2.5", cwd=demo, check=1)
 
     assert "pre_apply" in proc.stderr and "frozen until v2.5 is signed off" in proc.stderr
     assert journal_rows(demo, "select count(*) from releases") == [(0,)]
     assert not (demo / ".release" / "hosts").exists()  # no host touched
     assert not (demo / ".release" / "accounts.db").exists()  # no database migrated
     assert hook.bodies == []
-    st = json.loads(cli("status", "--json", cwd=demo, check=0).stdout)
+    st = json.loads(run("status", "--json", cwd=demo, check=0).stdout)
     assert st["release"] is None
 
 
@@ -171,16 +171,16 @@ def test_post_apply_and_on_failure_hooks_see_the_outcome(tmp_path: Path) -> None
                         "post_apply": "echo $RELEASE_NAME $RELEASE_STATE > post.txt",
                         "on_failure": "env | grep ^RELEASE_ > failure.txt; exit 9"})
 
-    cli("apply", "v2.4", cwd=demo, check=0)
+    run("apply", "v2.4", cwd=demo, check=0)
     assert (demo / "post.txt").read_text().split() == ["v2.4", "applied"]
     assert "orders" in (demo / "pre.txt").read_text()
     assert not (demo / "failure.txt").exists()
 
-    proc = cli("apply", "v2.5", cwd=demo, check=1)  # the on_failure hook's exit 9 changes nothing
+    proc = run("apply", "v2.5", cwd=demo, check=1)  # the on_failure hook's exit 9 changes nothing
     env = dict(line.split("=", 1) for line in (demo / "failure.txt").read_text().splitlines())
     assert env["RELEASE_NAME"] == "v2.5"
     assert env["RELEASE_STATE"] == "failed"
     assert env["RELEASE_EVENT"] == "failed"
     assert env["RELEASE_FAILED"] == "orders@app2"
     assert "hook.failed" in proc.stderr
-    assert json.loads(cli("status", "--json", cwd=demo, check=0).stdout)["state"] == "failed"
+    assert json.loads(run("status", "--json", cwd=demo, check=0).stdout)["state"] == "failed"

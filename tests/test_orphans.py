@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from helpers import cli, cli_json, journal_rows, wait_for, write
+from helpers import cli, cli_json, journal_rows, spawn, wait_for, write
+
+pytestmark = pytest.mark.e2e  # release runs as a process of its own
 
 DEPLOY_SECONDS = 8
 
@@ -53,11 +54,7 @@ def commands_in(root: Path) -> list[psutil.Process]:
 
 
 def start(root: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("RELEASE_FAULT", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=root, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return spawn(root, *args, session=True, stdout=subprocess.DEVNULL)
 
 
 @pytest.mark.slow

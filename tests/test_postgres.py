@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +21,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import cli, copy_demo, current, events, fail_orders_on, journal_rows, slow_deploys
+from helpers import SERVICES, cli, closed_port, copy_demo, current, events, fail_orders_on, journal_rows, slow_deploys
 
-SERVICES = {"accounts": ["app1", "app2"], "catalog": ["app1", "app2"], "inventory": ["app1", "app2"],
-            "orders": ["app1", "app2"], "payments": ["app2"], "notifications": ["app1"], "web": ["edge1"]}
+pytestmark = pytest.mark.e2e  # release runs as a process of its own
+
 ORDERS_DEPENDENTS = ("orders", "notifications", "web")  # everything downstream of orders-db
 
 
@@ -114,12 +113,6 @@ def assert_services_at(root: Path, version: str | None, only: tuple[str, ...] | 
         if only is None or svc in only:
             for h in hosts:
                 assert current(root, h, svc) == version, (svc, h)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
 def everything_written(root: Path) -> str:
@@ -262,6 +255,7 @@ def test_failing_second_revision_on_postgresql(shop: System) -> None:
     assert_services_at(shop.root, "v1")
 
 
+@pytest.mark.slow
 def test_archived_scripts_revert_after_checkout(any_shop: System) -> None:
     # On PostgreSQL the databases need a password: written into orders-db's manifest, and inside
     # ${ACCOUNTS_DB_URL} for accounts-db. It must reach neither output nor journal nor logs, and the

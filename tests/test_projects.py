@@ -7,10 +7,7 @@ mix-up of names shows as a file written on the wrong project's host.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
 
-from helpers import cli, cli_json, wait_for, write
+from helpers import background, finish, run, run_json, spawn, wait_for, write
 from orchestrator.journal_schema import MIGRATIONS
 
 APP = ("hosts: [h1]\n"
@@ -49,8 +46,8 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def state(root: Path, journal: str) -> tuple:
-    st = cli_json("status", cwd=root, env={"RELEASE_JOURNAL": journal})
-    hist = cli_json("history", cwd=root, env={"RELEASE_JOURNAL": journal})
+    st = run_json("status", cwd=root, env={"RELEASE_JOURNAL": journal})
+    hist = run_json("history", cwd=root, env={"RELEASE_JOURNAL": journal})
     return st["release"], st["state"], st["services"], [(h["release"], h["state"]) for h in hist]
 
 
@@ -59,15 +56,15 @@ def test_revert_in_one_project_never_touches_another(shared: str, tmp_path: Path
     a = project(tmp_path / "projA", name="shop")  # named in release.yaml
     b = project(tmp_path / "projB")  # named after its directory
     env = {"RELEASE_JOURNAL": shared}
-    cli("apply", "a1", "-y", cwd=a, env=env, check=0)
-    cli("apply", "b1", "-y", cwd=b, env=env, check=0)
-    cli("apply", "b2", "-y", cwd=b, env=env, check=0)
-    cli("apply", "a2", "-y", cwd=a, env=env, check=0)  # the newest release in the journal is A's
+    run("apply", "a1", "-y", cwd=a, env=env, check=0)
+    run("apply", "b1", "-y", cwd=b, env=env, check=0)
+    run("apply", "b2", "-y", cwd=b, env=env, check=0)
+    run("apply", "a2", "-y", cwd=a, env=env, check=0)  # the newest release in the journal is A's
     a_log = host_file(a, "actions.log")
     a_state = state(a, shared)
     assert a_state == ("a2", "applied", {"app": {"h1": "a2"}}, [("a2", "applied"), ("a1", "applied")])
 
-    proc = cli("revert", "-y", cwd=b, env=env)
+    proc = run("revert", "-y", cwd=b, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "release b2 reverted" in proc.stdout
     assert host_file(b, "VERSION") == "b1"
@@ -77,39 +74,27 @@ def test_revert_in_one_project_never_touches_another(shared: str, tmp_path: Path
     assert state(a, shared) == a_state
     assert state(b, shared) == ("b2", "reverted", {"app": {"h1": "b1"}}, [("b2", "reverted"), ("b1", "applied")])
     # A's revert is A's own: a2 goes, a1 comes back.
-    cli("revert", "-y", cwd=a, env=env, check=0)
+    run("revert", "-y", cwd=a, env=env, check=0)
     assert host_file(a, "VERSION") == "a1" and host_file(b, "VERSION") == "b1"
 
 
-def popen(root: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    full = dict(os.environ, NO_COLOR="1", **env)
-    full.pop("RELEASE_FAULT", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=root, env=full, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_each_project_holds_its_own_lock(shared: str, tmp_path: Path) -> None:
     a, b = project(tmp_path / "alpha"), project(tmp_path / "beta")
     env = {"RELEASE_JOURNAL": shared}
     gate = tmp_path / "gate"  # alpha's deploy waits for it: alpha holds its lock until then
-    slow = popen(a, "apply", "v1", env={**env, "GATE": str(gate)})
-    try:
+    with background(spawn(a, "apply", "v1", env={**env, "GATE": str(gate)})) as slow:
         wait_for(lambda: "deploy v1" in host_file(a, "actions.log"), what="alpha's deploy")
         # Alpha's lock keeps out a second run of alpha...
-        second = cli("apply", "v1", "-y", cwd=a, env=env)
+        second = run("apply", "v1", "-y", cwd=a, env=env)
         assert second.returncode == 3 and "held by" in second.stderr and "apply v1" in second.stderr
         # ...not beta, which applies and reverts meanwhile.
-        cli("apply", "v1", "-y", cwd=b, env=env, check=0)
-        cli("revert", "-y", cwd=b, env=env, check=0)
+        run("apply", "v1", "-y", cwd=b, env=env, check=0)
+        run("revert", "-y", cwd=b, env=env, check=0)
         assert slow.poll() is None
         gate.touch()
-        _out, err = slow.communicate(timeout=60)
-        assert slow.returncode == 0, err
-    finally:
-        if slow.poll() is None:
-            slow.kill()
-            slow.wait()
+        finish(slow, timeout=60)
     assert host_file(a, "VERSION") == "v1" and host_file(b, "VERSION") == ""
     assert state(a, shared)[:3] == ("v1", "applied", {"app": {"h1": "v1"}})
     assert state(b, shared)[:3] == ("v1", "reverted", {})
@@ -138,7 +123,7 @@ def test_a_journal_from_before_projects_belongs_to_the_first_project_that_opens_
     write(a, {".release/hosts/h1/VERSION": "v1"})
     assert state(a, env["RELEASE_JOURNAL"]) == ("v1", "applied", {"app": {"h1": "v1"}}, [("v1", "applied")])
     assert state(b, env["RELEASE_JOURNAL"]) == (None, None, {}, [])
-    cli("apply", "v2", "-y", cwd=a, env=env, check=0)
-    cli("revert", "-y", cwd=a, env=env, check=0)  # back to the release the old journal recorded
+    run("apply", "v2", "-y", cwd=a, env=env, check=0)
+    run("revert", "-y", cwd=a, env=env, check=0)  # back to the release the old journal recorded
     assert host_file(a, "VERSION") == "v1"
     assert state(a, env["RELEASE_JOURNAL"])[:3] == ("v2", "reverted", {"app": {"h1": "v1"}})

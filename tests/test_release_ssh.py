@@ -20,7 +20,7 @@ from orchestrator.transports.ssh import SSHTransport
 
 from helpers import cli, cli_json, copy_demo, journal_rows, revision, slow_deploys, write
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 
 BACKEND_SERVICES = ("accounts", "catalog", "inventory", "orders")
 

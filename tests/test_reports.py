@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, fail_orders_on
+from helpers import copy_demo, fail_orders_on, run
 
 from orchestrator.reports import annotations, junit
 from orchestrator.runs import RunResult
@@ -32,7 +32,7 @@ def test_junit_has_one_case_per_step_and_the_failure(tmp_path: Path) -> None:
     _leaky_failure(demo)
     report = tmp_path / "out" / "junit.xml"
 
-    proc = cli("apply", "v2.5", "--json", "--junit", str(report), cwd=demo, env={"SHOP_TOKEN": TOKEN}, check=1)
+    proc = run("apply", "v2.5", "--json", "--junit", str(report), cwd=demo, env={"SHOP_TOKEN": TOKEN}, check=1)
 
     steps = json.loads(proc.stdout)["steps"]
     cases = _cases(report)
@@ -59,7 +59,7 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path) -> None:
     summary.write_text("## earlier step\n\n")
     env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary), "SHOP_TOKEN": TOKEN}
 
-    proc = cli("apply", "v2.5", "--junit", str(tmp_path / "j.xml"), cwd=demo, env=env, check=1)
+    proc = run("apply", "v2.5", "--junit", str(tmp_path / "j.xml"), cwd=demo, env=env, check=1)
 
     errors = [line for line in proc.stdout.splitlines() if line.startswith("::error ")]
     assert len(errors) == 1
@@ -72,7 +72,7 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path) -> None:
     assert "Failed: orders@app2" in text and "orders broke on app2" in text
     assert TOKEN not in text + proc.stdout + proc.stderr
 
-    cli("revert", "-y", cwd=demo, env=env, check=0)
+    run("revert", "-y", cwd=demo, env=env, check=0)
     assert "release v2.5 reverted" in summary.read_text()
 
 

@@ -10,11 +10,8 @@ import pytest
 import orchestrator
 from orchestrator.errors import InputError
 from orchestrator.scope import Scope
-from helpers import add_notes_revision, cli, copy_demo, current, journal_rows, revision
+from helpers import BACKEND, SERVICES, add_notes_revision, copy_demo, current, journal_rows, revision, run
 
-BACKEND, ALL = ("app1", "app2"), ("app1", "app2", "edge1")
-SERVICES = {"accounts": BACKEND, "catalog": BACKEND, "inventory": BACKEND, "orders": BACKEND,
-            "payments": ("app2",), "notifications": ("app1",), "web": ("edge1",)}
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +71,8 @@ def test_unknown_target_or_limit_is_invalid_input(v23: Path) -> None:
 def test_a_saved_plan_applies_exactly(v23: Path, tmp_path: Path) -> None:
     root = fresh(v23, tmp_path)
     out = tmp_path / "plan.json"
-    cli("plan", "v2.4", "--target", "payments", "--out", str(out), cwd=root, check=0)
-    cli("apply", "--plan", str(out), "-y", cwd=root, check=0)
+    run("plan", "v2.4", "--target", "payments", "--out", str(out), cwd=root, check=0)
+    run("apply", "--plan", str(out), "-y", cwd=root, check=0)
     assert {k for k, v in versions(root).items() if v == "v2.4"} == {("payments", "app2"), ("accounts", "app1"),
                                                                       ("accounts", "app2")}
     assert journal_rows(root, "select name, state from releases order by id") == [("v2.3", "applied"),
@@ -121,9 +118,9 @@ def _database_changed(root: Path) -> None:
 def test_a_stale_saved_plan_is_refused_and_changes_nothing(v23: Path, tmp_path: Path, change, why: str) -> None:
     root = fresh(v23, tmp_path)
     out = tmp_path / "plan.json"
-    cli("plan", "v2.4", "--out", str(out), cwd=root, check=0)
+    run("plan", "v2.4", "--out", str(out), cwd=root, check=0)
     change(root)
     before = versions(root), journal_rows(root, "select id, name, state from releases")
-    proc = cli("apply", "--plan", str(out), "-y", cwd=root, check=2)
+    proc = run("apply", "--plan", str(out), "-y", cwd=root, check=2)
     assert f"the plan is stale: {why}" in proc.stderr
     assert (versions(root), journal_rows(root, "select id, name, state from releases")) == before

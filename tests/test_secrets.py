@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo, current, revision, write
+from helpers import cli, closed_port, copy_demo, current, revision, run, write
 
 REGISTRY = "docker://registry.local:5000/shop/web@sha256:abc"
 ARTIFACT = "https://user:tok3n@artifacts.local/x.tgz"
@@ -43,12 +42,6 @@ def logs(root: Path) -> str:
     return "".join(p.read_text() for p in (root / ".release" / "logs").glob("*.jsonl"))
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
-
-
 # --------------------------------------------------------------- what a revert runs
 
 
@@ -57,11 +50,11 @@ def test_revert_runs_urls_of_the_applied_command_byte_for_byte(tmp_path: Path) -
     # it needs: neither may reach the revert as `***`.
     deploy = f"printf '%s\\n' \"$RELEASE_ACTION ${{RELEASE_VERSION:-none}} {REGISTRY} {ARTIFACT}\" >> pulled.log\n"
     root = project(tmp_path / "repo", {"web": f"hosts: [app1]\ndeploy: |\n  {deploy}"})
-    cli("apply", "v1", cwd=root, check=0)
+    run("apply", "v1", cwd=root, check=0)
     assert host_file(root, "pulled.log") == f"deploy v1 {REGISTRY} {ARTIFACT}\n"
     # `git revert` of the release repository: the file on disk is not the applied one any more.
     write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > other.log\n"})
-    cli("revert", cwd=root, check=0)
+    run("revert", cwd=root, check=0)
     assert host_file(root, "pulled.log").splitlines()[-1] == f"revert none {REGISTRY} {ARTIFACT}"
     assert host_file(root, "other.log") == ""
 
@@ -82,10 +75,10 @@ def digest(value: str) -> str:
 def test_secret_value_in_a_manifest_is_journaled_as_a_reference_and_resolved_at_revert(tmp_path: Path) -> None:
     root = project(tmp_path / "repo", {"web": token_service()})
     env = {"API_TOKEN": TOKEN}
-    outputs = [cli("apply", "v1", "-v", cwd=root, env=env, check=0)]
+    outputs = [run("apply", "v1", "-v", cwd=root, env=env, check=0)]
     assert host_file(root, "used-token") == digest(TOKEN)
     write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > used-token\n"})
-    outputs.append(cli("revert", "-v", cwd=root, env=env, check=0))
+    outputs.append(run("revert", "-v", cwd=root, env=env, check=0))
     # The revert ran the applied command, token included, from the environment.
     assert host_file(root, "used-token") == digest(TOKEN)
     assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
@@ -98,16 +91,16 @@ def test_secret_value_in_a_manifest_is_journaled_as_a_reference_and_resolved_at_
 
 def test_revert_refuses_when_a_referenced_secret_is_not_set(tmp_path: Path) -> None:
     root = project(tmp_path / "repo", {"web": token_service()})
-    cli("apply", "v1", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
+    run("apply", "v1", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
     write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > used-token\n"})
     before = host_file(root, "actions.log")
-    proc = cli("revert", cwd=root, check=2)
+    proc = run("revert", cwd=root, check=2)
     assert "API_TOKEN" in proc.stderr and "services.d/web.yaml" in proc.stderr, proc.stderr
     assert "nothing was reverted" in proc.stderr
     # Nothing ran, and the release is still applied: once the variable is set, revert works.
     assert host_file(root, "actions.log") == before and host_file(root, "used-token") == digest(TOKEN)
-    assert json.loads(cli("status", "--json", cwd=root, check=0).stdout)["state"] == "applied"
-    cli("revert", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
+    assert json.loads(run("status", "--json", cwd=root, check=0).stdout)["state"] == "applied"
+    run("revert", cwd=root, env={"API_TOKEN": TOKEN}, check=0)
     assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
 
 
@@ -117,11 +110,11 @@ def test_references_survive_a_resumed_apply_that_drops_the_service(tmp_path: Pat
     broken = "hosts: [app1]\ndepends_on: [web]\ndeploy: exit 3\n"
     root = project(tmp_path / "repo", {"web": token_service(), "api": broken})
     env = {"API_TOKEN": TOKEN}
-    assert cli("apply", "v1", cwd=root, env=env).returncode == 1
+    assert run("apply", "v1", cwd=root, env=env).returncode == 1
     (root / "services.d" / "web.yaml").unlink()
     write(root, {"services.d/api.yaml": "hosts: [app1]\ndeploy: echo api >> api.log\n"})
-    cli("apply", "v1", cwd=root, env=env, check=0)
-    cli("revert", cwd=root, env=env, check=0)
+    run("apply", "v1", cwd=root, env=env, check=0)
+    run("revert", cwd=root, env=env, check=0)
     assert host_file(root, "actions.log").splitlines()[-1] == f"revert none with {TOKEN}"
     assert TOKEN.encode() not in journal_bytes(root)
 
@@ -132,7 +125,7 @@ def test_revert_refuses_a_journal_copy_masked_by_an_older_version(tmp_path: Path
     deploy = f"printf '%s\\n' \"$RELEASE_ACTION {ARTIFACT}\" >> pulled.log\n"
     applied = f"hosts: [app1]\ndeploy: |\n  {deploy}"
     root = project(tmp_path / "repo", {"web": applied})
-    cli("apply", "v1", cwd=root, check=0)
+    run("apply", "v1", cwd=root, check=0)
     con = sqlite3.connect(root / ".release" / "journal.db")
     with con:
         (manifests,) = con.execute("select manifests from releases").fetchone()
@@ -142,12 +135,12 @@ def test_revert_refuses_a_journal_copy_masked_by_an_older_version(tmp_path: Path
         con.execute("update releases set manifests = ?", (json.dumps(old),))
     con.close()
     write(root, {"services.d/web.yaml": "hosts: [app1]\ndeploy: echo other > other.log\n"})
-    proc = cli("revert", cwd=root, check=2)
+    proc = run("revert", cwd=root, check=2)
     assert "services.d/web.yaml: service web" in proc.stderr and "older version" in proc.stderr, proc.stderr
     assert host_file(root, "pulled.log").splitlines() == [f"deploy {ARTIFACT}"]
     # The file as it was applied gives the password back: the revert runs exactly that.
     write(root, {"services.d/web.yaml": applied})
-    cli("revert", cwd=root, check=0)
+    run("revert", cwd=root, check=0)
     assert host_file(root, "pulled.log").splitlines()[-1] == f"revert {ARTIFACT}"
 
 
@@ -160,20 +153,20 @@ def test_query_string_password_is_kept_out_of_the_journal_and_revert_needs_it(tm
     db = demo / "services.d" / "orders-db.yaml"
     applied = db.read_text().replace("sqlite:///.release/orders.db", f"sqlite:///.release/orders.db?password={secret}")
     write(demo, {"services.d/orders-db.yaml": applied})
-    outputs = [cli("apply", "v1", "-v", cwd=demo, check=0)]
+    outputs = [run("apply", "v1", "-v", cwd=demo, check=0)]
     assert revision(demo / ".release" / "orders.db") == "o3_status"
     written = journal_bytes(demo)
     assert secret.encode() not in written and b"?password=***" in written
     # The database moved (`git checkout` of another commit): today's manifests no longer have
     # this URL's password, so revert refuses before it changes anything, and says what to do.
     write(demo, {"services.d/orders-db.yaml": applied.replace(".release/orders.db", ".release/moved.db")})
-    proc = cli("revert", cwd=demo, check=2)
+    proc = run("revert", cwd=demo, check=2)
     outputs.append(proc)
     assert "database orders-db" in proc.stderr and "${VAR}" in proc.stderr, proc.stderr
     assert current(demo, "app1", "orders") == "v1" and revision(demo / ".release" / "orders.db") == "o3_status"
     # Back as applied: the password comes from today's file, and the revert goes through.
     write(demo, {"services.d/orders-db.yaml": "# as of v1\n" + applied})
-    outputs.append(cli("revert", cwd=demo, check=0))
+    outputs.append(run("revert", cwd=demo, check=0))
     assert revision(demo / ".release" / "orders.db") is None and current(demo, "app1", "orders") is None
     assert secret not in "".join(p.stdout + p.stderr for p in outputs) + logs(demo)
 
@@ -190,12 +183,12 @@ def orders_db_unreachable(tmp_path: Path, url: str) -> tuple[Path, int]:
 def test_query_string_password_never_shows_in_connection_errors(tmp_path: Path) -> None:
     secret = "Qs3cret-in-query"
     demo, port = orders_db_unreachable(tmp_path, f"postgresql://shop@127.0.0.1:PORT/shop?password={secret}")
-    proc = cli("plan", "v1", cwd=demo, check=1)
+    proc = run("plan", "v1", cwd=demo, check=1)
     assert "orders-db" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr and "password=***" in proc.stderr
     assert secret not in proc.stdout + proc.stderr
     journal = f"postgresql://release@127.0.0.1:{port}/journal?password={secret}"
     for args in (("status",), ("history",), ("--journal", journal, "status")):
-        proc = cli(*args, cwd=demo, env={"RELEASE_JOURNAL": journal})
+        proc = run(*args, cwd=demo, env={"RELEASE_JOURNAL": journal})
         assert proc.returncode == 1 and f"127.0.0.1:{port}" in proc.stderr, proc.stderr
         assert secret not in proc.stdout + proc.stderr
 
@@ -204,7 +197,7 @@ def test_variable_password_with_at_and_slash_reaches_the_right_server(tmp_path: 
     # SHOP_DB_PASS is not named like a secret: only parsing the URL keeps it out of the output.
     password = "p@ss/w0rd:x"
     demo, port = orders_db_unreachable(tmp_path, "postgresql://shop:${SHOP_DB_PASS}@127.0.0.1:PORT/shop")
-    proc = cli("plan", "v1", cwd=demo, env={"SHOP_DB_PASS": password}, check=1)
+    proc = run("plan", "v1", cwd=demo, env={"SHOP_DB_PASS": password}, check=1)
     assert f"cannot connect to postgresql+psycopg://shop:***@127.0.0.1:{port}/shop" in proc.stderr, proc.stderr
     for fragment in ("p@ss", "w0rd", "p%40ss", "%2Fw0rd"):
         assert fragment not in proc.stdout + proc.stderr
@@ -218,7 +211,7 @@ def test_listed_secrets_are_masked_whatever_their_names_and_lengths(tmp_path: Pa
     service = ("hosts: [app1]\n"
                f"deploy: 'echo \"key {key} is $API_KEY, pass $PGPASS\"; echo \"pass $PGPASS\" >&2; exit 1'\n")
     root = project(tmp_path / "repo", {"web": service}, settings="secrets: [API_KEY, PGPASS]\n")
-    proc = cli("apply", "v1", "-v", cwd=root, env={"API_KEY": key, "PGPASS": short}, check=1)
+    proc = run("apply", "v1", "-v", cwd=root, env={"API_KEY": key, "PGPASS": short}, check=1)
     assert "key *** is ***, pass ***" in proc.stderr, proc.stderr
     seen = proc.stdout + proc.stderr + logs(root)
     assert key not in seen and short not in seen
@@ -230,20 +223,21 @@ def test_history_and_status_mask_listed_secrets_without_reading_the_manifests(tm
     # once listed, `history` and `status` never show it, even with a service manifest broken.
     key = "k3y-value-xyz"
     root = project(tmp_path / "repo", {"web": "hosts: [app1]\ndeploy: 'echo \"failed with $API_KEY\" >&2; exit 1'\n"})
-    cli("apply", "v1", cwd=root, env={"API_KEY": key}, check=1)
-    assert key in json.dumps(json.loads(cli("history", "--json", cwd=root, env={"API_KEY": key}, check=0).stdout))
+    run("apply", "v1", cwd=root, env={"API_KEY": key}, check=1)
+    assert key in json.dumps(json.loads(run("history", "--json", cwd=root, env={"API_KEY": key}, check=0).stdout))
     write(root, {"services.d/release.yaml": "secrets: [API_KEY]\n", "services.d/broken.yaml": "hosts: [\n"})
-    hist = cli("history", "--json", cwd=root, env={"API_KEY": key}, check=0)
+    hist = run("history", "--json", cwd=root, env={"API_KEY": key}, check=0)
     assert "failed with ***" in hist.stdout and key not in hist.stdout + hist.stderr
     port = closed_port()
     journal = f"postgresql://release@127.0.0.1:{port}/journal?application_name={key}"
-    st = cli("status", "--journal", journal, cwd=root, env={"API_KEY": key}, check=1)
+    st = run("status", "--journal", journal, cwd=root, env={"API_KEY": key}, check=1)
     assert f"127.0.0.1:{port}" in st.stderr and key not in st.stdout + st.stderr
 
 
 # ------------------------------------------------------------- what commands inherit
 
 
+@pytest.mark.e2e  # RELEASE_FAULT is read only in a process of its own
 def test_local_commands_do_not_inherit_the_tools_own_configuration(tmp_path: Path) -> None:
     record = ('echo "journal=${RELEASE_JOURNAL-unset} fault=${RELEASE_FAULT-unset} '
               'name=$RELEASE_NAME action=$RELEASE_ACTION project=$RELEASE_PROJECT_DIR" > env.txt')

@@ -8,7 +8,7 @@ import pytest
 
 import orchestrator
 from orchestrator.errors import InputError
-from helpers import cli, write
+from helpers import run, write
 
 SERVICE = "hosts: [h1]\ndeploy: 'echo $RELEASE_VERSION > VERSION'\n"
 
@@ -44,8 +44,8 @@ def test_release_yaml_is_not_a_service_and_its_mistakes_name_the_file(tmp_path: 
 
 def test_ci_with_the_per_checkout_journal_is_warned(tmp_path: Path) -> None:
     root = project(tmp_path)
-    proc = cli("apply", "v1", "-y", cwd=root, env={"CI": "true"}, check=0)
+    proc = run("apply", "v1", "-y", cwd=root, env={"CI": "true"}, check=0)
     assert "journal is this checkout's own file" in proc.stderr
-    proc = cli("apply", "v2", "-y", cwd=root, env={"CI": "true", "RELEASE_JOURNAL": f"sqlite:///{tmp_path}/j.db"},
+    proc = run("apply", "v2", "-y", cwd=root, env={"CI": "true", "RELEASE_JOURNAL": f"sqlite:///{tmp_path}/j.db"},
                check=0)
     assert "journal is this checkout's own file" not in proc.stderr

@@ -16,6 +16,8 @@ from helpers import cli, cli_json, write
 from orchestrator.errors import HostUnreachable
 from orchestrator.transports import Command, CommandResult, Transport, TransportPool, make_pool
 
+pytestmark = pytest.mark.e2e  # release runs as a process of its own
+
 PLUGIN = Path(__file__).parent / "plugins" / "release-subdir"
 
 INVENTORY = """\
@@ -60,6 +62,7 @@ def boxes(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_release_on_a_plugin_transport(boxes: Path, with_plugin: dict[str, str]) -> None:
     env = with_plugin
     assert "1 services, 0 databases, 2 hosts" in cli("validate", cwd=boxes, env=env, check=0).stdout
@@ -81,6 +84,7 @@ def test_a_release_on_a_plugin_transport(boxes: Path, with_plugin: dict[str, str
     assert not (boxes / ".release" / "hosts").exists()  # nothing went through the local transport
 
 
+@pytest.mark.slow
 def test_the_plugin_validates_its_own_settings(boxes: Path, with_plugin: dict[str, str]) -> None:
     write(boxes, {"services.d/hosts.yaml": INVENTORY.replace("path: boxes/one", "paht: boxes/one")})
     proc = cli("apply", "v1", "-y", cwd=boxes, env=with_plugin)
@@ -95,6 +99,7 @@ def test_the_plugin_validates_its_own_settings(boxes: Path, with_plugin: dict[st
     assert "services.d/hosts.yaml: hosts.box2.path: './boxes/one' is host box1's directory too" in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_plugin_host_refuses_the_run(boxes: Path, with_plugin: dict[str, str]) -> None:
     (boxes / "boxes" / "two").rmdir()
     proc = cli("apply", "v1", "-y", cwd=boxes, env=with_plugin)

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, cli_json, copy_demo, write
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    return copy_demo(tmp_path / "repo")
+from helpers import closed_port, cli, run, run_json, write
 
 
 def assert_refused(root: Path, *expected: str) -> str:
-    proc = cli("apply", "v2.3", cwd=root)
+    proc = run("apply", "v2.3", cwd=root)
     assert proc.returncode == 2, proc.stderr
     for text in expected:
         assert text in proc.stderr, proc.stderr
@@ -68,7 +63,7 @@ def test_bad_input_is_refused(demo: Path, case: str) -> None:
     files, expected = CASES[case]
     write(demo, files)
     assert_refused(demo, *expected)
-    assert cli("validate", cwd=demo).returncode == 2
+    assert run("validate", cwd=demo).returncode == 2
 
 
 def test_all_problems_reported_at_once(demo: Path) -> None:
@@ -81,7 +76,7 @@ def test_all_problems_reported_at_once(demo: Path) -> None:
 
 
 def test_bad_release_name(demo: Path) -> None:
-    proc = cli("apply", "v1;rm -rf /", cwd=demo)
+    proc = run("apply", "v1;rm -rf /", cwd=demo)
     assert proc.returncode == 2
     assert "does not match" in proc.stderr
     assert not (demo / ".release").exists()  # rejected before anything, the journal included
@@ -94,7 +89,7 @@ def test_a_broken_file_is_reported_once_not_echoed(demo: Path) -> None:
     path.write_text(path.read_text() + "health_retries: -1\n")
     write(demo, {"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nmax_parallel: 0%\n"
                                         "depends_on: [orders, payments, catalog]\n"})
-    proc = cli("validate", cwd=demo)
+    proc = run("validate", cwd=demo)
     assert proc.returncode == 2
     assert "services.d/orders.yaml: health_retries:" in proc.stderr
     assert "services.d/web.yaml: max_parallel:" in proc.stderr
@@ -106,24 +101,25 @@ def test_numbers_in_yaml_stay_as_written(demo: Path) -> None:
     write(demo, {"services.d/web.yaml": "hosts: [frontend]\ndeploy: 'true'\nversion: 010\n",
                  "services.d/payments.yaml": "hosts: [backend]\ndeploy: 'true'\nversion: 0x1F\n"
                                              "depends_on: [accounts]\ntimeout: 60\n"})
-    steps = {s["node"]: s for s in cli_json("plan", "v1", cwd=demo)["steps"]}
+    steps = {s["node"]: s for s in run_json("plan", "v1", cwd=demo)["steps"]}
     assert steps["web"]["to"] == "010" and steps["payments"]["to"] == "0x1F"
 
 
 def test_journal_url_of_an_unsupported_kind(demo: Path) -> None:
     for url in ("mysql://u@127.0.0.1/x", "not a url", "postgresql+psycopg2://u@127.0.0.1/x"):
-        proc = cli("status", "--journal", url, cwd=demo)
+        proc = run("status", "--journal", url, cwd=demo)
         assert proc.returncode == 2 and "not supported" in proc.stderr and "internal error" not in proc.stderr, url
 
 
 def test_validate_ok_on_demo(demo: Path) -> None:
-    proc = cli("validate", cwd=demo, check=0)
+    proc = run("validate", cwd=demo, check=0)
     assert "7 services, 2 databases" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_usage_error_exit_2(demo: Path) -> None:
-    assert cli("apply", cwd=demo).returncode == 2
-    assert cli("nonsense", cwd=demo).returncode == 2
+    assert cli("apply", cwd=demo).returncode == 2  # the process's exit status
+    assert run("nonsense", cwd=demo).returncode == 2
 
 
 def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
@@ -136,25 +132,21 @@ def test_jump_hosts_must_be_ssh_and_not_loop(demo: Path) -> None:
     assert "j2" in err
 
 
+@pytest.mark.e2e
 def test_detailed_exitcode_usage_error_is_1(demo: Path) -> None:
     # 2 would read as "changes" to a pipeline: any error is 1 with --detailed-exitcode.
-    assert cli("plan", "--detailed-exitcode", cwd=demo).returncode == 1
-    assert cli("plan", "v1", "--detailed-exitcode", "--log-format", "xml", cwd=demo).returncode == 1
+    assert cli("plan", "--detailed-exitcode", cwd=demo).returncode == 1  # the process's exit status
+    assert run("plan", "v1", "--detailed-exitcode", "--log-format", "xml", cwd=demo).returncode == 1
 
 
 def test_os_errors_are_messages_not_tracebacks(demo: Path) -> None:
-    proc = cli("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
+    proc = run("graph", "-o", "/nonexistent/dir/graph.txt", cwd=demo)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
 def test_unreachable_journal_is_exit_1_and_masks_its_password(demo: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = cli("apply", "v2.3", "--journal", f"postgresql://u:hunter2pw@127.0.0.1:{port}/j", cwd=demo)
+    proc = run("apply", "v2.3", "--journal", f"postgresql://u:hunter2pw@127.0.0.1:{closed_port()}/j", cwd=demo)
     assert proc.returncode == 1
     assert "journal postgresql+psycopg://u:***@127.0.0.1" in proc.stderr and "hunter2pw" not in proc.stderr
     assert not (demo / ".release" / "hosts").exists()
