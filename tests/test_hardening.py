@@ -4,6 +4,7 @@ others can write, one that cannot be written, and a full disk (a file-size limit
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator
-from helpers import cli, copy_demo, current, journal_rows, slow_deploys, wait_for
+from helpers import cli, copy_demo, current, journal_rows, run as run_inproc, slow_deploys, wait_for
 from orchestrator.writefail import WriteFailed
 
 ROOT_BYPASSES_MODES = os.geteuid() == 0
@@ -54,7 +55,7 @@ def mode(path: Path) -> str:
 
 
 def releases(root: Path) -> list[tuple[str, str]]:
-    return [(r["release"], r["state"]) for r in json.loads(cli("history", "--json", cwd=root, check=0).stdout)]
+    return [(r["release"], r["state"]) for r in json.loads(run_inproc("history", "--json", cwd=root, check=0).stdout)]
 
 
 def errors(stderr: str) -> list[str]:
@@ -233,7 +234,8 @@ class FillsUp:
 def test_a_log_that_fills_up_stops_the_run_at_that_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_demo(tmp_path / "proj")
     log = FillsUp(room=4)
-    monkeypatch.setattr("orchestrator.logs.open_private_append", lambda path: log)
+    # The module itself, not the package attribute: the package exports a lazy API of its own.
+    monkeypatch.setattr(importlib.import_module("orchestrator.logs"), "open_private_append", lambda path: log)
     with pytest.raises(WriteFailed) as caught:
         orchestrator.apply(root, "v2.3", parallelism=1)
     assert caught.value.message.startswith("log write failed: No space left on device: "
