@@ -73,6 +73,7 @@ def applied(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------------- file modes
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", ["000", "002", "022"])
 def test_state_files_are_private_whatever_the_umask(tmp_path: Path, umask: str) -> None:
     root = copy_demo(tmp_path / "proj")
@@ -101,6 +102,7 @@ def test_state_files_are_private_whatever_the_umask(tmp_path: Path, umask: str) 
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [".release", ".release/journal.db"])
 def test_a_state_dir_or_journal_others_can_write_is_refused(applied: Path, target: str) -> None:
     path = applied / target
@@ -118,6 +120,7 @@ def test_a_state_dir_or_journal_others_can_write_is_refused(applied: Path, targe
 # -------------------------------------------------------- failures before the release record
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @needs_mode_checks
 def test_an_unwritable_log_dir_refuses_the_apply_and_leaves_no_record(applied: Path) -> None:
     logs = applied / ".release" / "logs"
@@ -137,6 +140,7 @@ def test_an_unwritable_log_dir_refuses_the_apply_and_leaves_no_record(applied: P
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_malformed_fault_spec_refuses_the_apply_and_leaves_no_record(applied: Path) -> None:
     proc = cli("apply", "v2.4", "-y", cwd=applied, env={"RELEASE_FAULT": "bogus"})
     assert proc.returncode == 2, proc.stderr
@@ -146,6 +150,7 @@ def test_a_malformed_fault_spec_refuses_the_apply_and_leaves_no_record(applied: 
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @needs_mode_checks
 @pytest.mark.parametrize("target", [".release", ".release/journal.db"])
 def test_a_read_only_state_dir_is_still_read(applied: Path, target: str) -> None:
@@ -178,6 +183,7 @@ def run_log_events(root: Path, release: str) -> list[dict]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_one_message_and_revert_works(applied: Path) -> None:
     # The journal's write-ahead file grows with every record; 100 KiB is reached mid-release.
     proc = run("apply", "v2.4", "-y", cwd=applied, fsize_kib=100)
