@@ -78,6 +78,15 @@ events = sa.Table(
     sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
 )
 
+# A run writes two of these per step: built once, they are compiled once, where building each
+# anew cost more of the writer's time than executing it.
+INSERT_STEP = steps.insert()
+FINISH_STEP = steps.update().where(steps.c.id == sa.bindparam("step_id"))  # SET: the columns given
+DROP_VERSION = current_versions.delete().where(
+    current_versions.c.project == sa.bindparam("v_project"), current_versions.c.node == sa.bindparam("v_node"),
+    current_versions.c.host == sa.bindparam("v_host"))
+INSERT_VERSION = current_versions.insert()
+
 
 def prepare(engine: sa.Engine, url: str, *, create: bool) -> None:
     """Refuse a database that is not a journal, or one of a newer version; bring an older
