@@ -10,6 +10,7 @@ Each problem is phrased "PATH: WHERE: what", WHERE a line, a dotted field or "(f
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import re
@@ -32,7 +33,7 @@ def read_manifest_files(directory: Path, prefix: str) -> tuple[dict[str, str], d
     read; both keyed by "PREFIX/NAME". A symlink to a regular file counts as that file."""
     texts: dict[str, str] = {}
     unreadable: dict[str, str] = {}
-    for entry in sorted(directory.iterdir()):
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):  # as paths sort, at a fraction of the cost
         if entry.suffix in (".yaml", ".yml"):
             path = f"{prefix}/{entry.name}"
             text, why = _read(entry)
@@ -250,12 +251,18 @@ def number_problems(model: type[BaseModel], data: dict[str, Any], within: tuple[
     boolean is refused although pydantic would read true as 1; inf, nan and 1e20 although they
     are floats: a timeout of .inf never fires, a retry count of 1e20 never ends."""
     out = []
-    for name, info in model.model_fields.items():
-        if name in data and _numeric(info.annotation):
+    for name in _numeric_fields(model):
+        if name in data:
             why = _bad_number(data[name])
             if why:
                 out.append(f"{'.'.join((*within, name))}: {why}")
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _numeric_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    # Once per model, not once per manifest: reading the annotations cost more than the checks.
+    return tuple(name for name, info in model.model_fields.items() if _numeric(info.annotation))
 
 
 def _numeric(annotation: Any) -> bool:
