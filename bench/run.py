@@ -266,6 +266,7 @@ class Bench:
             "python -c 'import typer'": [sys.executable, "-c", "import typer"],
             "release --help": [*RELEASE, "--help"],
             status: [*RELEASE, "-C", str(demo), "status"],
+            report.DEMO_VALIDATE: [*RELEASE, "-C", str(demo), "validate"],
         }
         result = self.interleaved(commands, list(commands))
         if setup.rc != 0:
