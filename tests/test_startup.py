@@ -43,6 +43,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.e2e
 def test_status_reads_the_journal_without_alembic_networkx_or_asyncssh(applied: Path, tmp_path: Path) -> None:
     got = _imported(applied, tmp_path, "status")
     assert got["rc"] == 0
@@ -50,6 +51,7 @@ def test_status_reads_the_journal_without_alembic_networkx_or_asyncssh(applied: 
     assert not set(HEAVY) & set(got["modules"]), got["modules"]
 
 
+@pytest.mark.e2e
 def test_help_loads_no_journal(tmp_path: Path) -> None:
     got = _imported(tmp_path, tmp_path, "--help")
     assert got["rc"] == 0
