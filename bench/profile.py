@@ -94,16 +94,19 @@ def summary(p: Profile, top: int = 12) -> list[str]:
 
 
 def import_times(stderr: str) -> tuple[float, list[tuple[str, float]]]:
-    """`python -X importtime`'s report: the whole import time of `orchestrator` and, per top-level
-    package, the cumulative time of its first import (packages imported by another count there)."""
+    """`python -X importtime`'s report: the whole import time (every outermost import, the
+    interpreter's own included: the package root imports little eagerly, so its own cumulative
+    time no longer says what a command loads) and, per top-level package, the cumulative time of
+    its first import (packages imported by another count there)."""
     total = 0.0
     per: Counter = Counter()
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        _, cumulative, name = (x.strip() for x in line[len("import time:"):].split("|"))
-        if name == "orchestrator":
-            total = int(cumulative) / 1e6
-        elif "." not in name and not name.startswith("_"):
+        _, cumulative, raw = line[len("import time:"):].split("|")
+        name = raw.strip()
+        if not raw.startswith("  "):  # outermost: what it imported is in its cumulative time
+            total += int(cumulative) / 1e6
+        if "." not in name and not name.startswith("_"):
             per[name] += int(cumulative) / 1e6
     return total, per.most_common(8)

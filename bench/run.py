@@ -243,6 +243,10 @@ class Bench:
             w.write_project(project, workloads.local_hosts_yaml(w.hosts))
             for verb, words in verbs.items():
                 commands[report.plan_key(n, verb)] = [*RELEASE, "-C", str(project), *words]
+        # What every validate pays whatever the graph, timed among the others (the load changes).
+        base = self.tmp / "d-base"
+        workloads.plan_only(report.PLAN_BASE_SIZE).write_project(base, workloads.local_hosts_yaml(w.hosts))
+        commands[report.PLAN_BASE] = [*RELEASE, "-C", str(base), "validate"]
         # The warm-up (byte-code and page caches) needs no large graph.
         result = self.interleaved(commands, [report.plan_key(sizes[0], v) for v in verbs])
         result.update(sizes=sizes, commands=list(verbs), profile=[None, None])
@@ -266,6 +270,7 @@ class Bench:
             "python -c 'import typer'": [sys.executable, "-c", "import typer"],
             "release --help": [*RELEASE, "--help"],
             status: [*RELEASE, "-C", str(demo), "status"],
+            report.DEMO_VALIDATE: [*RELEASE, "-C", str(demo), "validate"],
         }
         result = self.interleaved(commands, list(commands))
         if setup.rc != 0:

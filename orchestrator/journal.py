@@ -21,7 +21,8 @@ import sqlalchemy as sa
 
 from .journal_sqlite import sqlite_engine
 from .errors import InputError, JournalError, ReleaseError
-from .journal_schema import UNCLAIMED, adopt_unclaimed, archives, current_versions, events, prepare, releases, steps
+from .journal_schema import (DROP_VERSION, FINISH_STEP, INSERT_STEP, INSERT_VERSION, UNCLAIMED, adopt_unclaimed, archives,
+                             current_versions, events, prepare, releases, steps)
 from .lifecycle import Outcome, Release, ReleaseState
 from .lock import PID_NS, ReleaseLock, holder_gone, process_start
 from .secrets import mask_text, mask_url
@@ -264,28 +265,36 @@ class Journal:
                before: str | None = None, after: str | None = None) -> int:
         """Committed before the step runs: after a crash, this row says the step may have happened."""
         with self.engine.begin() as conn:
-            res = conn.execute(steps.insert().values(
-                release_id=release_id, phase=phase, node=node, kind=kind, host=host, action=action,
-                revision=revision, before=before, after=after, status=Outcome.INTENT, started_at=time.time(),
-            ))
-            return int(res.inserted_primary_key[0])
+            return self.write_intent(conn, release_id, phase=phase, node=node, kind=kind, action=action,
+                                     host=host, revision=revision, before=before, after=after)
+
+    def write_intent(self, conn: sa.Connection, release_id: int, **fields: Any) -> int:
+        """`intent` inside the caller's transaction (a group commit of several steps')."""
+        res = conn.execute(INSERT_STEP, {"release_id": release_id, "status": Outcome.INTENT,
+                                         "started_at": time.time(), **fields})
+        return int(res.inserted_primary_key[0])
 
     def outcome(self, step_id: int, status: str, *, exit_code: int | None = None, stdout: str = "",
                 stderr: str = "", detail: str | None = None, in_place: tuple[str, str, str | None] | None = None,
                 release_id: int | None = None) -> None:
         """The step's end; `in_place` (node, host, version) updates what is deployed, atomically."""
         with self.engine.begin() as conn:
-            conn.execute(steps.update().where(steps.c.id == step_id).values(
-                status=status, exit_code=exit_code, stdout=mask_text(stdout), stderr=mask_text(stderr),
-                detail=mask_text(detail) if detail else detail,
-                ended_at=time.time(),
-            ))
-            if in_place is not None:
-                node, host, version = in_place
-                conn.execute(current_versions.delete().where(self._version_key(node, host)))
-                if version is not None:
-                    conn.execute(current_versions.insert().values(
-                        project=self.owner, node=node, host=host, version=version, release_id=release_id))
+            self.write_outcome(conn, step_id, status, exit_code=exit_code, stdout=stdout, stderr=stderr,
+                               detail=detail, in_place=in_place, release_id=release_id)
+
+    def write_outcome(self, conn: sa.Connection, step_id: int, status: str, *, exit_code: int | None = None,
+                      stdout: str = "", stderr: str = "", detail: str | None = None,
+                      in_place: tuple[str, str, str | None] | None = None, release_id: int | None = None) -> None:
+        """`outcome` inside the caller's transaction (a group commit of several steps')."""
+        conn.execute(FINISH_STEP, {
+            "step_id": step_id, "status": status, "exit_code": exit_code, "stdout": mask_text(stdout),
+            "stderr": mask_text(stderr), "detail": mask_text(detail) if detail else detail, "ended_at": time.time()})
+        if in_place is not None:
+            node, host, version = in_place
+            conn.execute(DROP_VERSION, {"v_project": self.owner, "v_node": node, "v_host": host})
+            if version is not None:
+                conn.execute(INSERT_VERSION, {"project": self.owner, "node": node, "host": host, "version": version,
+                                              "release_id": release_id})
 
     def steps(self, release_id: int, phase: str | None = None) -> list[Step]:
         q = sa.select(steps).where(steps.c.release_id == release_id).order_by(steps.c.id)

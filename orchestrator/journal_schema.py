@@ -11,10 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command as alembic_command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from .errors import JournalError
 from .secrets import mask_url
@@ -22,6 +18,10 @@ from .secrets import mask_url
 MIGRATIONS = Path(__file__).parent / "journal_migrations"
 UNCLAIMED = ""  # the project of records older than projects (see adopt_unclaimed)
 SCHEMA_ADVISORY_KEY = 0x72656C66  # creating or upgrading the journal's schema, never a release lock
+# The revisions of `journal_migrations/versions/`, oldest first (a test holds this to the scripts).
+# Opening a journal at the newest one reads one row; Alembic is imported only to upgrade.
+REVISIONS = ("j0001", "j0002", "j0003")
+HEAD = REVISIONS[-1]
 
 
 def _project() -> sa.Column:
@@ -78,34 +78,53 @@ events = sa.Table(
     sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
 )
 
+# A run writes two of these per step: built once, they are compiled once, where building each
+# anew cost more of the writer's time than executing it.
+INSERT_STEP = steps.insert()
+FINISH_STEP = steps.update().where(steps.c.id == sa.bindparam("step_id"))  # SET: the columns given
+DROP_VERSION = current_versions.delete().where(
+    current_versions.c.project == sa.bindparam("v_project"), current_versions.c.node == sa.bindparam("v_node"),
+    current_versions.c.host == sa.bindparam("v_host"))
+INSERT_VERSION = current_versions.insert()
+
 
 def prepare(engine: sa.Engine, url: str, *, create: bool) -> None:
     """Refuse a database that is not a journal, or one of a newer version; bring an older
     journal up to date. An empty database becomes a journal only when `create`."""
-    script = ScriptDirectory(str(MIGRATIONS))
-    known = {r.revision for r in script.walk_revisions()}
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
-        heads = MigrationContext.configure(conn).get_current_heads()
+        heads = _stored_heads(conn) if "alembic_version" in tables else []
     if tables and ("alembic_version" not in tables or "releases" not in tables):
         raise JournalError(f"journal {mask_url(url)}: is not a journal (tables: {', '.join(sorted(tables))})")
-    unknown = [h for h in heads if h not in known]
+    unknown = [h for h in heads if h not in REVISIONS]
     if unknown:
         raise JournalError(
             f"journal {mask_url(url)}: schema revision {', '.join(unknown)} is newer than this "
             "release tool knows; upgrade the tool"
         )
     # Read-only commands upgrade an older journal too: they read today's columns.
-    if (create or tables) and tuple(heads) != tuple(script.get_heads()):
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Two first runs at once on a fresh journal: one creates the schema, the other
-                # waits here and then finds it at head.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
-            cfg.attributes["connection"] = conn
-            alembic_command.upgrade(cfg, "head")
+    if (create or tables) and heads != [HEAD]:
+        _upgrade(engine)
+
+
+def _stored_heads(conn: sa.Connection) -> list[str]:
+    """The journal's schema revisions as Alembic stores them (one row per head)."""
+    return [row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+
+
+def _upgrade(engine: sa.Engine) -> None:
+    from alembic import command as alembic_command  # most of start-up: paid only to upgrade
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two first runs at once on a fresh journal: one creates the schema, the other
+            # waits here and then finds it at head.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
+        cfg.attributes["connection"] = conn
+        alembic_command.upgrade(cfg, "head")
 
 
 def adopt_unclaimed(engine: sa.Engine, project: str) -> None:

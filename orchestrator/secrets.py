@@ -7,6 +7,7 @@ them megabytes long: it is linear in the text, with no regex that can backtrack 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -43,7 +44,13 @@ def register(names: Iterable[str]) -> None:
 
 
 def is_secret_name(name: str) -> bool:
-    return name in _registered or SECRET_NAME.search(name) is not None
+    return name in _registered or _secret_by_name(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_by_name(name: str) -> bool:
+    # A JSON plan asks this of the same few keys once per node: answer each from memory.
+    return SECRET_NAME.search(name) is not None
 
 
 def _snapshot() -> tuple[list[tuple[str, str]], re.Pattern[str] | None]:
@@ -182,19 +189,29 @@ def mask_url(text: str) -> str:
 
 
 def mask_text(text: str) -> str:
+    return _mask_text(text, secret_pattern())
+
+
+def _mask_text(text: str, pattern: re.Pattern[str] | None) -> str:
     if not text:
         return text
-    pattern = secret_pattern()
     if pattern is not None:
         text = pattern.sub(MASK, text)
     return mask_url(text)
 
 
 def mask_value(value: object) -> object:
+    # The secrets are looked up once for the whole value, not once per string in it: a JSON plan
+    # of 10,000 nodes holds hundreds of thousands.
+    return _mask_value(value, secret_pattern())
+
+
+def _mask_value(value: object, pattern: re.Pattern[str] | None) -> object:
     if isinstance(value, str):
-        return mask_text(value)
+        return _mask_text(value, pattern)
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and is_secret_name(k) else mask_value(v)) for k, v in value.items()}
+        return {k: (MASK if isinstance(k, str) and is_secret_name(k) else _mask_value(v, pattern))
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(mask_value(v) for v in value)
+        return type(value)(_mask_value(v, pattern) for v in value)
     return value

@@ -2,15 +2,17 @@
 
 fault point -> intent (durable) -> fault point -> [slot] -> stop check -> run -> outcome ->
 fault point -> report -> log. Journal writes wait for fsync, so they run off the event loop
-(other hosts' commands go on meanwhile) and are awaited (the intent is durable before the
-command starts). A failure is registered before its outcome is written, so that a step waiting
-for a slot meanwhile sees that the run is stopping and does not start.
+(other hosts' commands go on meanwhile), in one writer thread that commits the writes waiting
+together (`journal_writer`), and are awaited (the intent is durable before the command starts).
+A failure is registered before its outcome is written, so that a step waiting for a slot
+meanwhile sees that the run is stopping and does not start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any, AsyncContextManager, TypeVar
 
 from .faults import FaultPoints
 from .journal import Journal
+from .journal_writer import JournalWriter
 from .lifecycle import Outcome, Phase
 from .logs import get_logger
 from .secrets import mask_text
@@ -134,6 +137,7 @@ class Run:
         # Commands running at once over the whole run (deploys, reverts, health checks).
         self.slots = asyncio.Semaphore(max(1, self.parallelism))
         self.log = get_logger(release=self.release, phase=str(self.phase))
+        self.writer = JournalWriter(self.journal.engine)
 
     @property
     def stopping(self) -> bool:
@@ -168,15 +172,16 @@ class Run:
         if intent.revision:
             log = log.bind(revision=intent.revision)
         self._hit("before-intent", intent)
-        step_id = await asyncio.to_thread(
-            self.journal.intent, self.release_id, phase=self.phase, node=intent.node, kind=intent.kind,
-            host=intent.host, action=intent.action, revision=intent.revision, before=intent.before,
-            after=intent.after)
+        step_id: int = await self.writer.write(functools.partial(
+            self.journal.write_intent, release_id=self.release_id, phase=self.phase, node=intent.node,
+            kind=intent.kind, host=intent.host, action=intent.action, revision=intent.revision,
+            before=intent.before, after=intent.after))
         self._hit("after-intent", intent)
         t0 = time.monotonic()
         async with gate or contextlib.nullcontext():
             if self.stopping:  # it began while the intent was being written or a slot awaited
-                await asyncio.to_thread(self.journal.outcome, step_id, Outcome.SKIPPED, detail=NOT_STARTED)
+                await self.writer.write(functools.partial(
+                    self.journal.write_outcome, step_id=step_id, status=Outcome.SKIPPED, detail=NOT_STARTED))
                 self.skipped(intent.node, intent.kind, NOT_STARTED, host=intent.host, action=intent.action,
                              revision=intent.revision)
                 log.info(f"{intent.action}.not_started", why=NOT_STARTED)
@@ -187,11 +192,11 @@ class Run:
         self._hit("after-command", intent)
         if not result.ok and not result.killed:
             self.fail(f"{intent.label}: {result.detail}")
-        await asyncio.to_thread(
-            self.journal.outcome, step_id, Outcome.OK if result.ok else Outcome.FAILED,
+        await self.writer.write(functools.partial(
+            self.journal.write_outcome, step_id=step_id, status=Outcome.OK if result.ok else Outcome.FAILED,
             exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, detail=result.detail,
             in_place=(intent.node, intent.host, intent.after) if result.ok and result.in_place else None,
-            release_id=self.release_id)
+            release_id=self.release_id))
         self._hit("after-outcome", intent)
         duration = time.monotonic() - t0
         self.reports.append(StepReport(

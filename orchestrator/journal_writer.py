@@ -1,0 +1,84 @@
+"""A run's step records, written by one thread with group commit.
+
+Each step's intent must be durable before its command starts, and its outcome after it ends.
+Written from a pool of threads, those commits queue on SQLite's write lock, whose busy handler
+sleeps for milliseconds at a time: most of a step's overhead was that wait. Here one thread
+writes; the writes that arrive while it commits go into the next transaction together, so a
+wave of steps starting at once costs one fsync, and every caller still resumes only once its
+own write is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+T = TypeVar("T")
+Write = Callable[[sa.Connection], Any]
+# (ok, value or exception) per write of a batch, in order.
+Results = list[tuple[bool, Any]]
+
+
+class JournalWriter:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._busy = False
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """`fn(conn)` committed, with whatever else is waiting to be written."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, done))
+        if not self._busy:
+            self._busy = True
+            # On the next turn of the loop: the steps starting in this one join the batch.
+            loop.call_soon(self._flush, loop)
+        return await done
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        if self._thread is None:  # its thread ends when the writer is collected, with its run
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
+        job: Future[Results] = self._thread.submit(self._commit, [fn for fn, _ in batch])
+        job.add_done_callback(lambda f: self._wake(loop, batch, f))
+
+    def _wake(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]],
+              job: Future[Results]) -> None:
+        try:
+            loop.call_soon_threadsafe(self._settle, loop, batch, job)
+        except RuntimeError:  # the loop closed meanwhile (an interrupted run): nobody waits, it is committed
+            pass
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]],
+                job: Future[Results]) -> None:
+        try:
+            results = job.result()
+        except BaseException as exc:  # noqa: BLE001  # the thread itself failed: every write did
+            results = [(False, exc)] * len(batch)
+        for (_, done), (ok, value) in zip(batch, results):
+            if done.done():  # its caller was cancelled; the write went ahead all the same
+                continue
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+        if self._pending:
+            self._flush(loop)
+        else:
+            self._busy = False
+
+    def _commit(self, writes: list[Write]) -> Results:
+        try:
+            with self.engine.begin() as conn:
+                return [(True, fn(conn)) for fn in writes]
+        except Exception as exc:  # noqa: BLE001
+            if len(writes) == 1:
+                return [(False, exc)]
+        # One write's failure must not fail the others': each again in its own transaction.
+        return [self._commit([fn])[0] for fn in writes]
