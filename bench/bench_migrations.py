@@ -1,23 +1,34 @@
-"""`release apply` of a long migration history against plain `alembic upgrade head`.
+"""`release apply` and `release revert` of a long migration history against plain Alembic.
 
-The history is tests/history.py's generated one (160 revisions by default: creates, renames,
+The history is tests/history.py's generated one (200 revisions by default: creates, renames,
 drops, empty revisions, a merge point, a data migration) on a real PostgreSQL server started for
 the run (tests/pgserver.py) or given with --url (a server URL whose user may create databases).
 Every run gets a fresh database. Plain Alembic runs with `transaction_per_migration=True`, so both
-commit each revision on its own; everything runs in this process, so neither pays Python's
-start-up. Rows:
+commit each revision on its own.
+
+In-process against in-process: every row runs in this one Python process, so none pays Python's
+start-up or its imports (`release --version` starts in about 0.2 s; a `release` command imports
+only what it uses). Each `release` command would be a process of its own, so scripts loaded by an
+earlier row are forgotten before each run. Rows:
 
 - alembic upgrade head: `alembic.command.upgrade(cfg, "head")`.
 - release apply: `orchestrator.commands.apply` on a one-database project, as `release apply -y`
-  runs it: manifests and scripts checked, the plan, the archive of the scripts, the journal (two
-  durable writes per revision: intent and outcome), the migration. "pg journal": the journal in
-  a database of the same server; "sqlite journal": the default, a file with synchronous=FULL (one
-  fsync per write).
+  runs it: manifests and scripts checked, the plan, the archive of the scripts, the journal (one
+  durable write per revision: the outcome of a revision and the intent of the next together),
+  the migration. "pg journal": the journal in a fresh database of the same server; "sqlite
+  journal": the default, a fresh file with synchronous=FULL (an fsync per write).
 - release migrate only: the runner alone (`MigrationRunner.apply_hops`), no plan, no journal.
+- alembic downgrade: from head down to the revision above the history's second irreversible one
+  (plain Alembic cannot go below it either): `alembic.command.downgrade(cfg, REV)`.
+- release revert: the same revisions down, `orchestrator.commands.revert` of a release that took
+  the database from REV to head (the two applies before it are not timed).
 
-Prints the median of N runs of each and the ratio to plain Alembic.
+The server runs as the tests start it (fsync off) unless --durable: then fsync and
+synchronous_commit are on, so plain Alembic's commits wait for the disk as the journal's do.
+Prints the median of N runs of each (after one warm-up round), the ratio to plain Alembic going
+the same way, and the load average before and after.
 
-    python bench/bench_migrations.py [--runs 5] [--revisions 160] [--url postgresql://...]
+    python bench/bench_migrations.py [--runs 5] [--revisions 200] [--durable] [--url postgresql://...]
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ from pgserver import PgServer, find_bindir  # noqa: E402
 PER_MIGRATION = "context.configure(connection=connection, target_metadata=target_metadata)\n\n"
 
 
-def start_server() -> tuple[PgServer, Path]:
+def start_server(durable: bool) -> tuple[PgServer, Path]:
     bindir = find_bindir()
     if bindir is None:
         sys.exit("no PostgreSQL server binaries (set PG_BINDIR, or pass --url)")
@@ -65,6 +76,11 @@ def start_server() -> tuple[PgServer, Path]:
     server = PgServer(bindir=bindir, base=base, user=user)
     server.init()
     server.start()
+    if durable:  # what a production server does; the tests' server skips it for speed
+        with server.connect() as conn:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(f"ALTER SYSTEM SET {setting} = on")
+            conn.execute("SELECT pg_reload_conf()")
     return server, base
 
 
@@ -79,38 +95,117 @@ def new_database(server_url: str) -> str:
     return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
-def plain_alembic(location: Path, url: str) -> float:
+def alembic_config(location: Path, url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(location))
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def timed(fn: Callable[[], object]) -> float:
+    # Each `release` command (and each `alembic` one) would be a process of its own: no scripts
+    # loaded by a run before.
+    loaded_scripts._LOADED.clear()
     t0 = time.perf_counter()
-    command.upgrade(cfg, "head")
+    fn()
     return time.perf_counter() - t0
 
 
-def release_apply(location: Path, url: str, work: Path, journal: str | None = None) -> float:
+def plain_upgrade(location: Path, url: str) -> float:
+    return timed(lambda: command.upgrade(alembic_config(location, url), "head"))
+
+
+def plain_downgrade(location: Path, url: str, to: str) -> float:
+    cfg = alembic_config(location, url)
+    command.upgrade(cfg, "head")
+    return timed(lambda: command.downgrade(cfg, to))
+
+
+def project(location: Path, url: str, work: Path, target: str | None = None) -> Path:
     root = Path(tempfile.mkdtemp(prefix="project-", dir=work))
     (root / "services.d").mkdir()
     (root / "services.d" / "hosts.yaml").write_text("hosts: {}\n")
+    set_target(root, location, url, target)
+    return root
+
+
+def set_target(root: Path, location: Path, url: str, target: str | None) -> None:
     (root / "services.d" / "bench-db.yaml").write_text(
-        f"name: bench-db\nkind: database\nurl: {url}\nmigrations: {location}\n")
-    t0 = time.perf_counter()
+        f"name: bench-db\nkind: database\nurl: {url}\nmigrations: {location}\ntarget: {target or 'head'}\n")
+
+
+def release_apply(location: Path, url: str, work: Path, journal: str | None = None) -> float:
+    root = project(location, url, work)
+    return timed(lambda: commands.apply(root, "bench", journal=journal))
+
+
+def release_revert(location: Path, url: str, work: Path, to: str, journal: str | None = None) -> float:
+    root = project(location, url, work, to)
+    commands.apply(root, "before", journal=journal)
+    set_target(root, location, url, None)
     commands.apply(root, "bench", journal=journal)
-    return time.perf_counter() - t0
+    return timed(lambda: commands.revert(root, journal=journal))
 
 
 def release_migrate(location: Path, url: str) -> float:
     runner = MigrationRunner("bench-db", url, location)
-    t0 = time.perf_counter()
-    runner.apply_hops(runner.hops(None, runner.resolve_target("head")))
-    return time.perf_counter() - t0
+    return timed(lambda: runner.apply_hops(runner.hops(None, runner.resolve_target("head"))))
+
+
+def per_migration_env(location: Path) -> None:
+    """Only the branch plain Alembic takes (no handed-over connection) gets the option."""
+    env = location / "env.py"
+    text = env.read_text()
+    head, sep, tail = text.rpartition(PER_MIGRATION)
+    assert sep, "env.py changed: cannot add transaction_per_migration"
+    env.write_text(head + PER_MIGRATION.replace(
+        "target_metadata)", "target_metadata,\n                          transaction_per_migration=True)") + tail)
+
+
+def rows(location: Path, url: str, work: Path, down_to: str) -> dict[str, tuple[str, Callable[[str], float]]]:
+    """name -> (the plain Alembic row it compares with, a run on a fresh database)."""
+    up, down = "alembic upgrade head", "alembic downgrade"
+    return {
+        up: (up, lambda db: plain_upgrade(location, db)),
+        "release apply, pg journal": (up, lambda db: release_apply(location, db, work, new_database(url))),
+        "release apply, sqlite journal": (up, lambda db: release_apply(location, db, work)),
+        "release migrate only": (up, lambda db: release_migrate(location, db)),
+        down: (down, lambda db: plain_downgrade(location, db, down_to)),
+        "release revert, pg journal": (down, lambda db: release_revert(location, db, work, down_to, new_database(url))),
+        "release revert, sqlite journal": (down, lambda db: release_revert(location, db, work, down_to)),
+    }
+
+
+def measure(table: dict[str, tuple[str, Callable[[str], float]]], url: str, runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in table}
+    for i in range(runs + 1):  # the first round warms up (imports, caches) and is not counted
+        names = list(table)
+        names = names[i % len(names):] + names[:i % len(names)]  # interleaved, order rotating
+        for name in names:
+            t = table[name][1](new_database(url))
+            if i:
+                times[name].append(t)
+    return times
+
+
+def report(table: dict[str, tuple[str, Callable[[str], float]]], times: dict[str, list[float]],
+           counts: dict[str, int], runs: int, durable: bool, load: tuple[float, float]) -> None:
+    print(f"PostgreSQL ({'fsync on' if durable else 'fsync off, as the tests run it'}), in-process, "
+          f"median of {runs} runs, fresh database each run; load average {load[0]:.2f} before, {load[1]:.2f} after")
+    print(f"{'':32}{'revisions':>10}{'median s':>10}{'min s':>9}{'per rev ms':>12}{'ratio':>8}")
+    for name, ts in times.items():
+        base, n = table[name][0], counts[table[name][0]]
+        med = statistics.median(ts)
+        print(f"{name:32}{n:10}{med:10.3f}{min(ts):9.3f}{1000 * med / n:12.2f}"
+              f"{med / statistics.median(times[base]):8.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--revisions", type=int, default=160)
+    ap.add_argument("--revisions", type=int, default=200)
+    ap.add_argument("--durable", action="store_true", help="turn fsync on in the server this starts")
     ap.add_argument("--url", help="a PostgreSQL server to create the databases on (default: start one)")
     args = ap.parse_args()
     configure(0, "console")  # as the CLI does: info lines on stderr, which cost time too
@@ -118,45 +213,25 @@ def main() -> None:
     server = base = None
     url = args.url
     if url is None:
-        server, base = start_server()
+        server, base = start_server(args.durable)
         url = server.url("postgres")
     work = Path(tempfile.mkdtemp(prefix="bench-migrations-"))
+    load0 = os.getloadavg()[0]
     try:
         location = work / "migrations"
         history = write_history(location, "postgresql", count=args.revisions)
-        env = location / "env.py"
-        # Only the branch plain Alembic takes (no handed-over connection) gets the option.
-        text = env.read_text()
-        head, sep, tail = text.rpartition(PER_MIGRATION)
-        assert sep, "env.py changed: cannot add transaction_per_migration"
-        env.write_text(head + PER_MIGRATION.replace(
-            "target_metadata)", "target_metadata,\n                          transaction_per_migration=True)") + tail)
-
-        rows: dict[str, Callable[[str], float]] = {
-            "alembic upgrade head": lambda db: plain_alembic(location, db),
-            "release apply, pg journal": lambda db: release_apply(location, db, work, new_database(url)),
-            "release apply, sqlite journal": lambda db: release_apply(location, db, work),
-            "release migrate only": lambda db: release_migrate(location, db),
-        }
-        times: dict[str, list[float]] = {name: [] for name in rows}
-        for _ in range(args.runs):
-            for name, fn in rows.items():  # interleaved, so that drift in the machine hits all
-                # Each `release` command is a process of its own: no scripts loaded by a run before.
-                loaded_scripts._LOADED.clear()
-                times[name].append(fn(new_database(url)))
+        per_migration_env(location)
+        [noop] = [r for r in history.revisions if r.role == "pass"]  # the upper irreversible one
+        table = rows(location, url, work, noop.id)
+        times = measure(table, url, args.runs)
     finally:
         if server is not None:
             server.stop()
             shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-
-    baseline = statistics.median(times["alembic upgrade head"])
-    print(f"{len(history.revisions)} revisions on PostgreSQL, median of {args.runs} runs, fresh database each run")
-    print(f"{'':24}{'median s':>10}{'min s':>9}{'per rev ms':>12}{'ratio':>8}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:24}{med:10.3f}{min(ts):9.3f}{1000 * med / len(history.revisions):12.2f}"
-              f"{med / baseline:8.2f}")
+    counts = {"alembic upgrade head": len(history.revisions),
+              "alembic downgrade": len(history.revisions) - noop.index - 1}
+    report(table, times, counts, args.runs, args.durable, (load0, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":
