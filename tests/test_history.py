@@ -349,3 +349,31 @@ def test_a_revert_that_takes_a_database_back_up_says_upgrade(fast_dir: Path) -> 
     assert _version(repo.url) == [h.head]
     assert [(a, s) for a, _, s, _ in repo.steps("revert")] == [("upgrade", "ok")] * 5
     assert "upgrade.done" in proc.stderr and "downgrade.done" not in proc.stderr
+
+
+def test_one_transaction_and_one_journal_step_per_revision(fast_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chaining the journal writes does not chain the revisions: the database sees exactly one
+    commit per revision, the journal one step per revision, apply and revert alike."""
+    import orchestrator
+    from orchestrator.migrations import runtime
+
+    repo = make_repo(fast_dir / "repo", "sqlite", f"sqlite:///{fast_dir / 'tool.db'}",
+                     f"sqlite:///{fast_dir / 'plain.db'}", count=40)
+    h = repo.history
+    repo.manifest(target=h[8].id)
+    commits: list[int] = []
+    make_engine = runtime.MigrationRunner._engine
+
+    def counted(self: runtime.MigrationRunner) -> sa.Engine:
+        engine = make_engine(self)
+        sa.event.listen(engine, "commit", lambda _conn: commits.append(1))
+        return engine
+
+    monkeypatch.setattr(runtime.MigrationRunner, "_engine", counted)
+    orchestrator.apply(repo.root, "r1")
+    assert len(commits) == 9
+    assert [(r, s) for _a, r, s, _d in repo.steps("apply")] == [(x.id, "ok") for x in h.revisions[:9]]
+    commits.clear()
+    orchestrator.revert(repo.root)
+    assert len(commits) == 9 and _version(repo.url) == []
+    assert [(r, s) for _a, r, s, _d in repo.steps("revert")] == [(x.id, "ok") for x in reversed(h.revisions[:9])]
