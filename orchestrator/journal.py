@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .journal_sqlite import sqlite_engine
+from .journal_sqlite import sqlite_engine, use_wal
 from .errors import InputError, JournalError, ReleaseError
 from .journal_schema import (DROP_VERSION, FINISH_STEP, INSERT_STEP, INSERT_VERSION, UNCLAIMED, adopt_unclaimed, archives,
                              current_versions, events, prepare, releases, steps)
@@ -63,31 +62,6 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgres://"):
         return "postgresql+psycopg://" + url[len("postgres://"):]
     return url
-
-
-WAL_SWITCH_WAIT = 60.0  # seconds, as long as any other journal write may wait for the lock
-
-
-def _use_wal(engine: sa.Engine) -> None:
-    """Switch a SQLite journal to WAL once in its life. SQLite answers a switch that meets another
-    connection's transaction with "database is locked" at once, without its busy wait (two first
-    runs at once on a fresh journal), so wait here as any other write would."""
-    deadline = time.monotonic() + WAL_SWITCH_WAIT
-    raw = engine.raw_connection()
-    try:
-        conn = raw.driver_connection
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-            return
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-    finally:
-        raw.close()
 
 
 class Journal:
@@ -158,7 +132,7 @@ class Journal:
         if is_sqlite and can_write:
             # Only now that the file is known to be a journal: WAL mode is persistent, and a
             # database that is not ours (a mistyped --journal) must be left as it was.
-            _use_wal(engine)
+            use_wal(engine)
         return journal
 
     def _has_schema(self) -> bool:

@@ -6,6 +6,7 @@ for a journal this process may write; plain reading transactions for one it may 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,28 @@ def sqlite_engine(url: str, *, create: bool) -> tuple[sa.Engine, bool] | None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if can_write else "BEGIN")
 
     return engine, can_write
+
+
+WAL_SWITCH_WAIT = 60.0  # seconds, as long as any other journal write may wait for the lock
+
+
+def use_wal(engine: sa.Engine) -> None:
+    """Switch a SQLite journal to WAL once in its life. SQLite answers a switch that meets another
+    connection's transaction with "database is locked" at once, without its busy wait (two first
+    runs at once on a fresh journal), so wait here as any other write would."""
+    deadline = time.monotonic() + WAL_SWITCH_WAIT
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        raw.close()

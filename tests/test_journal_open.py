@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from orchestrator.journal import _use_wal
+from orchestrator.journal_sqlite import use_wal
 
 
 def test_wal_switch_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ def test_wal_switch_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> Non
     done.start()
     engine = sa.create_engine(f"sqlite:///{path}")
     try:
-        _use_wal(engine)
+        use_wal(engine)
     finally:
         done.join()
         engine.dispose()
