@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from bench.run import load_fleet  # noqa: E402
 from orchestrator.transports.base import Command  # noqa: E402
 from orchestrator.transports.ssh import SSHTransport  # noqa: E402
-from orchestrator.transports.ssh_remote import watcher, wrapper  # noqa: E402
+from orchestrator.transports.ssh_remote import wrapper  # noqa: E402
 
 
 def parts(silence: int, env: dict[str, str]) -> dict[str, str]:
@@ -39,7 +39,6 @@ def parts(silence: int, env: dict[str, str]) -> dict[str, str]:
         "sh -c 'sh -c true'": "exec /bin/sh -c " + shlex.quote("/bin/sh -c true"),
         "marker+cd+exports": "exec /bin/sh -c " + shlex.quote(
             f"printf '%s %s\\n' {marker} \"$$\"; cd || exit 125; {exports}/bin/sh -c true"),
-        "watcher alone, eof": "exec /bin/sh -c " + shlex.quote(watcher(silence) + " </dev/null"),
         "wrapper (as sent)": "exec /bin/sh -c " + shlex.quote(
             wrapper(Command("true", env), marker, silence)),
     }
