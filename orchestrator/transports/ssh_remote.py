@@ -35,19 +35,30 @@ def kill_script(pgids: list[int]) -> str:
 # every keepalive_interval. When the channel or the connection went away (end of file), or when
 # nothing arrived for `silence` seconds (the controller lost its network: sshd may not notice for
 # minutes), TERM the command's process group (itself spared), KILL after a second, session too.
-# Without coreutils' `timeout` on the host, only the end of file counts. Until then a TERM (the
-# kill channel's) ends it with the rest of the group; the wrapper kills it as soon as the
-# command ended, so it never fires after that.
+# Until then a TERM (the kill channel's) ends it with the rest of the group; the wrapper kills it
+# as soon as the command ended, so it never fires after that.
+#
+# Its start-up runs beside every command, so it is kept to one fork and one exec: bash's `read -t`
+# times out without a process per line, where POSIX sh (dash) would need `timeout` and `head` (a
+# subshell, two execs and a fork at start, again per heartbeat, and orphans left behind when the
+# watcher is killed). Hosts without bash use that loop; without coreutils' `timeout` too, only the
+# end of file counts. `command -v` is a builtin: choosing costs no process and no round trip.
+# BASH_ENV is emptied so that no startup file runs in the watcher.
+def _gone(pgid: str) -> str:
+    return (f"trap '' TERM; kill -TERM -{pgid}; sleep 1; "
+            f"command -v pkill >/dev/null 2>&1 && pkill -KILL -s {pgid}; kill -KILL -{pgid}")
+
+
 def watcher(silence: int) -> str:
+    in_bash = (f'while read -r -t {silence} l && [ -n "$l" ]; do :; done; ' + _gone('"$1"'))
     return (
-        "{ if command -v timeout >/dev/null 2>&1; then "
+        "if command -v bash >/dev/null 2>&1; then "
+        f"BASH_ENV= bash -c {shlex.quote(in_bash)} release-watcher $$ <&3 >/dev/null 2>&1 & w=$!; "
+        "else { if command -v timeout >/dev/null 2>&1; then "
         f'while l=$(timeout {silence} head -n 1) && [ -n "$l" ]; do :; done; '
         "else while read -r _; do :; done; fi; "
-        "trap '' TERM; kill -TERM -$$; sleep 1; "
-        'command -v pkill >/dev/null 2>&1 && pkill -KILL -s $$; kill -KILL -$$; }'
+        + _gone("$$") + "; } <&3 >/dev/null 2>&1 & w=$!; fi"
     )
-
-
 
 
 def wrapper(command: Command, marker: str, silence: int) -> str:
@@ -55,13 +66,14 @@ def wrapper(command: Command, marker: str, silence: int) -> str:
     return (
         f"printf '%s %s\\n' {marker} \"$$\"; "
         "cd || exit 125; "
-        f"{exports}"
         # The watcher is the background job, the command the foreground one: a
         # non-interactive shell makes background jobs ignore INT and QUIT, which the
-        # command and what it starts must not inherit.
+        # command and what it starts must not inherit. It starts before the exports: a
+        # variable of the command's (SHELLOPTS, say) must not change how it runs.
         "exec 3<&0; "
-        f"{watcher(silence)} <&3 >/dev/null 2>&1 & w=$!; "
+        f"{watcher(silence)}; "
         "exec 3<&-; "
+        f"{exports}"
         f"/bin/sh -c {shlex.quote(command.script)} </dev/null; s=$?; "
         'kill -KILL "$w" 2>/dev/null; exit "$s"'
     )
