@@ -79,9 +79,9 @@ def test_a_closed_connection_kills_the_command_at_once(tmp_path: Path, host_path
 
 
 def test_the_commands_own_path_does_not_blind_the_watcher(tmp_path: Path, host_path: str) -> None:
-    # A service whose environment sets PATH (to its own bin directory, say) used to hide
-    # `timeout` from the watcher, which then waited for end of file only: a controller that lost
-    # its network left the command running.
+    # The command's environment (the RELEASE_* variables and a transport plugin's own) used to be
+    # exported before the watcher started: one that set PATH hid `timeout` from it, and the watcher
+    # then waited for end of file only, so a controller that lost its network left the command running.
     proc = subprocess.Popen(
         ["/bin/sh", "-c", wrapper(Command("/bin/sleep 30; /usr/bin/touch late", env={"PATH": str(tmp_path / "app-bin")}),
                                   "MARK", 1)],
