@@ -5,7 +5,9 @@ fault point -> report -> log. Journal writes wait for fsync, so they run off the
 (other hosts' commands go on meanwhile), in one writer thread that commits the writes waiting
 together (`journal_writer`), and are awaited (the intent is durable before the command starts).
 A failure is registered before its outcome is written, so that a step waiting for a slot
-meanwhile sees that the run is stopping and does not start.
+meanwhile sees that the run is stopping and does not start. A step may hold its successful
+outcome for the run's next journal write instead (`hold_outcome`): a database revision's outcome
+then shares a commit with the next revision's intent.
 """
 
 from __future__ import annotations
