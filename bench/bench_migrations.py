@@ -13,8 +13,9 @@ earlier row are forgotten before each run. Rows:
 
 - alembic upgrade head: `alembic.command.upgrade(cfg, "head")`.
 - release apply: `orchestrator.commands.apply` on a one-database project, as `release apply -y`
-  runs it: manifests and scripts checked, the plan, the archive of the scripts, the journal (two
-  durable writes per revision: its intent before it, its outcome after it),
+  runs it: manifests and scripts checked, the plan, the archive of the scripts, the journal (one
+  durable write per revision: its intent, with the outcome of the revision before it; the last
+  outcome on its own),
   the migration. "pg journal": the journal in a fresh database of the same server; "sqlite
   journal": the default, a fresh file with synchronous=FULL (an fsync per write).
 - release migrate only: the runner alone (`MigrationRunner.apply_hops`), no plan, no journal.

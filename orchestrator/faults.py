@@ -4,6 +4,8 @@ RELEASE_FAULT=BOUNDARY:NODE[@HOST_OR_REVISION][:PHASE][,...]
   BOUNDARY  before-intent | after-intent | after-command | after-outcome
   PHASE     apply (the default) | revert
 e.g. RELEASE_FAULT=after-intent:orders@app1  or  RELEASE_FAULT=after-command:orders-db:revert
+after-outcome fires once the outcome is durable: for an outcome held for the next journal write
+(a database revision followed by another), right after the commit that carries it.
 """
 
 from __future__ import annotations

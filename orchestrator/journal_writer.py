@@ -6,6 +6,12 @@ sleeps for milliseconds at a time: most of a step's overhead was that wait. Here
 writes; the writes that arrive while it commits go into the next transaction together, so a
 wave of steps starting at once costs one fsync, and every caller still resumes only once its
 own write is committed.
+
+A held write (`hold`) is queued but not committed on its own: it goes into the transaction of the
+run's next write, whichever step's, or of `flush`. A database walk holds each revision's outcome
+so that it is committed with the next revision's intent: one fsync between two revisions instead
+of two. A crash loses a held write, which leaves that one step in doubt; the database's own
+version table decides it (`Journal.resolve_database`). The holder flushes before it stops holding.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ T = TypeVar("T")
 Write = Callable[[sa.Connection], Any]
 # (ok, value or exception) per write of a batch, in order.
 Results = list[tuple[bool, Any]]
+# A held write, and what to call once it is durable (the `after-outcome` fault point).
+Held = tuple[Write, Callable[[], None]]
 
 
 class JournalWriter:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._held: list[Held] = []
         self._busy = False
         self._thread: ThreadPoolExecutor | None = None
 
@@ -41,26 +50,52 @@ class JournalWriter:
             loop.call_soon(self._flush, loop)
         return await done
 
+    def hold(self, fn: Write, durable: Callable[[], None] = lambda: None) -> None:
+        """`fn(conn)` committed with the next write; `durable()` is called once it is committed."""
+        self._held.append((fn, durable))
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    async def flush(self) -> None:
+        """Every held write committed; raises if one of them could not be."""
+        if self._held:
+            await self.write(lambda _conn: None)
+
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
+        held, self._held = self._held, []
         if self._thread is None:  # its thread ends when the writer is collected, with its run
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
-        job: Future[Results] = self._thread.submit(self._commit, [fn for fn, _ in batch])
-        job.add_done_callback(lambda f: self._wake(loop, batch, f))
+        job: Future[Results] = self._thread.submit(self._commit, [fn for fn, _ in held] + [fn for fn, _ in batch])
+        job.add_done_callback(lambda f: self._wake(loop, held, batch, f))
 
-    def _wake(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]],
-              job: Future[Results]) -> None:
+    def _wake(self, loop: asyncio.AbstractEventLoop, held: list[Held],
+              batch: list[tuple[Write, asyncio.Future[Any]]], job: Future[Results]) -> None:
         try:
-            loop.call_soon_threadsafe(self._settle, loop, batch, job)
+            loop.call_soon_threadsafe(self._settle, loop, held, batch, job)
         except RuntimeError:  # the loop closed meanwhile (an interrupted run): nobody waits, it is committed
             pass
 
-    def _settle(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Write, asyncio.Future[Any]]],
-                job: Future[Results]) -> None:
+    def _settle(self, loop: asyncio.AbstractEventLoop, held: list[Held],
+                batch: list[tuple[Write, asyncio.Future[Any]]], job: Future[Results]) -> None:
         try:
             results = job.result()
         except BaseException as exc:  # noqa: BLE001  # the thread itself failed: every write did
-            results = [(False, exc)] * len(batch)
+            results = [(False, exc)] * (len(held) + len(batch))
+        lost = None
+        for (_, durable), (ok, value) in zip(held, results):
+            if ok:
+                durable()  # before any waiting step resumes: nothing runs between commit and this
+            elif lost is None:
+                lost = value
+        results = results[len(held):]
+        if lost is not None:
+            # Nobody awaits a held write, so its failure goes to the writes that carried it: a
+            # journal that refused one write will refuse the next, and a step whose own write
+            # went through but is told otherwise stays in doubt, which is safe.
+            results = [(False, lost)] * len(batch)
         for (_, done), (ok, value) in zip(batch, results):
             if done.done():  # its caller was cancelled; the write went ahead all the same
                 continue

@@ -87,7 +87,11 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
 
     stopper = StopOnWriteFailure(run.stop, run.log)
     with listening(stopper):
-        ok = await supervise(run, g, set(jobs), pool, go)
+        try:
+            ok = await supervise(run, g, set(jobs), pool, go)
+        finally:
+            # A database walk flushes what it held; this also covers a walk cut short.
+            await run.writer.flush()
     if stopper.cause is not None:
         raise stopper.cause
     return ok

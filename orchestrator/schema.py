@@ -37,8 +37,9 @@ class Schema:
         self.project = project
 
     async def _step(self, spec: DatabaseSpec, session: migrations.Session, hop: Hop, action: str, *,
-                    skip: str | None = None) -> bool:
-        """One revision, journaled; `skip`: the --force note of a downgrade that is not run."""
+                    skip: str | None = None, more: bool = False) -> bool:
+        """One revision, journaled; `skip`: the --force note of a downgrade that is not run;
+        `more`: another revision follows, whose intent can carry this one's outcome."""
         async def start() -> str | None:
             try:
                 await session.apply(hop, skip=skip is not None)
@@ -51,26 +52,35 @@ class Schema:
 
         intent = StepIntent(spec.name, "database", action, revision=hop.revision, before=hop.from_rev,
                             after=hop.to_rev)
-        return await self.run.step(intent, start, finish, direction=hop.direction)
+        return await self.run.step(intent, start, finish, hold_outcome=more, direction=hop.direction)
 
     async def _walk(self, spec: DatabaseSpec, runner: MigrationRunner, session: migrations.Session,
                     hops: list[Hop], action: Action, blocked: dict[str, str], force: bool) -> bool:
         """Hop by hop, each revision journaled and committed on its own, on the session's one
-        connection. `blocked`: revisions whose downgrade cannot run, and why."""
+        connection. `blocked`: revisions whose downgrade cannot run, and why. Between two
+        revisions the first one's outcome is held and committed with the second one's intent."""
+        try:
+            return await self._hops(spec, runner, session, hops, action, blocked, force)
+        finally:
+            await self.run.writer.flush()  # the last outcome held, whichever way the walk ended
+
+    async def _hops(self, spec: DatabaseSpec, runner: MigrationRunner, session: migrations.Session,
+                    hops: list[Hop], action: Action, blocked: dict[str, str], force: bool) -> bool:
         for i, hop in enumerate(hops):
+            more = i + 1 < len(hops)
             if self.run.stopping:
                 self.run.skipped(spec.name, "database", "release stopping", action=action(hop),
                                  revision=hop.revision)
                 return False
             why = blocked.get(hop.revision) if hop.direction == "down" else None
             if why is None:
-                ok = await self._step(spec, session, hop, action(hop))
+                ok = await self._step(spec, session, hop, action(hop), more=more)
             elif force:
                 note = (f"--force: the downgrade of revision {runner.scripts.label(hop.revision)} was not run "
                         f"({why}); the version table now says {hop.to_rev or 'base'}, and the schema keeps "
                         f"what {hop.revision} did")
                 self.run.log.warning("downgrade.skipped", node=spec.name, revision=hop.revision, why=note)
-                ok = await self._step(spec, session, hop, "skip", skip=note)
+                ok = await self._step(spec, session, hop, "skip", skip=note, more=more)
             else:
                 await self._refuse(spec, runner, hop, why, [h.revision for h in hops[i:]])
                 return False

@@ -5,7 +5,9 @@ fault point -> report -> log. Journal writes wait for fsync, so they run off the
 (other hosts' commands go on meanwhile), in one writer thread that commits the writes waiting
 together (`journal_writer`), and are awaited (the intent is durable before the command starts).
 A failure is registered before its outcome is written, so that a step waiting for a slot
-meanwhile sees that the run is stopping and does not start.
+meanwhile sees that the run is stopping and does not start. A step may hold its successful
+outcome for the run's next journal write instead (`hold_outcome`): a database revision's outcome
+then shares a commit with the next revision's intent.
 """
 
 from __future__ import annotations
@@ -164,10 +166,16 @@ class Run:
 
     async def step(self, intent: StepIntent, start: Callable[[], Awaitable[T]],
                    finish: Callable[[T], Awaitable[StepResult]], *,
-                   gate: AsyncContextManager[Any] | None = None, **start_fields: Any) -> bool:
+                   gate: AsyncContextManager[Any] | None = None, hold_outcome: bool = False,
+                   **start_fields: Any) -> bool:
         """Run one journaled step. `start` is the change itself: it begins only inside `gate`
         (a parallelism slot) and only if the run is not stopping; `finish` turns what it
-        returned into the step's result (after a health check, say). True when the step is ok."""
+        returned into the step's result (after a health check, say). True when the step is ok.
+
+        `hold_outcome`: a successful outcome is not committed on its own but with the run's next
+        journal write (`JournalWriter.hold`); the caller must `flush` the writer before it stops
+        stepping. For a step whose loss in a crash is decided afterwards by reading the target
+        (a database revision), and that is followed at once by another step."""
         log = self.log.bind(node=intent.node, host=intent.host)
         if intent.revision:
             log = log.bind(revision=intent.revision)
@@ -192,12 +200,17 @@ class Run:
         self._hit("after-command", intent)
         if not result.ok and not result.killed:
             self.fail(f"{intent.label}: {result.detail}")
-        await self.writer.write(functools.partial(
+        outcome = functools.partial(
             self.journal.write_outcome, step_id=step_id, status=Outcome.OK if result.ok else Outcome.FAILED,
             exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, detail=result.detail,
             in_place=(intent.node, intent.host, intent.after) if result.ok and result.in_place else None,
-            release_id=self.release_id))
-        self._hit("after-outcome", intent)
+            release_id=self.release_id)
+        if result.ok and hold_outcome:
+            # The fault point keeps its meaning: it fires where the outcome becomes durable.
+            self.writer.hold(outcome, durable=lambda: self._hit("after-outcome", intent))
+        else:
+            await self.writer.write(outcome)
+            self._hit("after-outcome", intent)
         duration = time.monotonic() - t0
         self.reports.append(StepReport(
             intent.node, intent.kind, intent.host, intent.action, "ok" if result.ok else "failed",

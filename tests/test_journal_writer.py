@@ -66,3 +66,40 @@ def test_a_failing_write_fails_alone(engine: sa.Engine) -> None:
     assert (first, third) == (1, 2)
     assert isinstance(second, sa.exc.IntegrityError)
     assert _rows(engine) == [1, 2]
+
+
+def test_a_held_write_is_committed_with_the_next_write_or_the_flush(engine: sa.Engine) -> None:
+    commits = _commits(engine)
+    writer = JournalWriter(engine)
+    durable: list[int] = []
+
+    async def main() -> None:
+        writer.hold(_insert(1), durable=lambda: durable.append(len(commits)))
+        await asyncio.sleep(0.05)
+        assert (_rows(engine), commits, writer.holding) == ([], [], True)  # not committed on its own
+        await writer.write(_insert(2))
+        assert (_rows(engine), len(commits), durable) == ([1, 2], 1, [1])  # one commit for both
+        writer.hold(_insert(3), durable=lambda: durable.append(len(commits)))
+        await writer.flush()
+        assert (_rows(engine), len(commits), durable, writer.holding) == ([1, 2, 3], 2, [1, 2], False)
+        await writer.flush()  # nothing held: no commit
+        assert len(commits) == 2
+
+    asyncio.run(main())
+
+
+def test_a_held_write_that_fails_fails_the_write_that_carried_it(engine: sa.Engine) -> None:
+    writer = JournalWriter(engine)
+    durable: list[str] = []
+
+    async def main() -> None:
+        await writer.write(_insert(1))
+        writer.hold(_insert(1), durable=lambda: durable.append("held"))
+        with pytest.raises(sa.exc.IntegrityError):
+            await writer.write(_insert(2))
+        writer.hold(_insert(2))
+        with pytest.raises(sa.exc.IntegrityError):
+            await writer.flush()
+
+    asyncio.run(main())
+    assert durable == [] and _rows(engine) == [1, 2]  # the carrier itself was committed
