@@ -52,6 +52,7 @@ def test_nine_revisions_cost_ten_journal_commits_not_eighteen(fast_dir: Path) ->
     assert [(r, s) for _a, r, s, _d in repo.steps("revert")] == [(x.id, "ok") for x in reversed(h.revisions[:9])]
 
 
+@pytest.mark.slow  # a kill and a revert per boundary
 @pytest.mark.parametrize("boundary", ["after-command", "before-intent", "after-outcome", "after-intent"])
 def test_a_crash_between_two_revisions_leaves_at_most_one_step_in_doubt(fast_dir: Path,  # noqa: F811
                                                                           boundary: str) -> None:
