@@ -4,6 +4,7 @@ output survives a reader that went away, and every error becomes its exit code (
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -101,7 +102,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    # Nothing is left to collect that matters: freezing the heap spares the interpreter's teardown
+    # a garbage collection over every object the imports made (about half a second after apply).
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
