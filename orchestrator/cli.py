@@ -102,9 +102,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def run() -> None:
+    # The imports make hundreds of thousands of objects and little garbage: collecting less often
+    # saves a tenth of a second of start-up. Freezing the heap at the end spares the interpreter's
+    # teardown a collection over all of them (half a second after an apply).
+    gc.set_threshold(50_000, 20, 20)
     code = main()
-    # Nothing is left to collect that matters: freezing the heap spares the interpreter's teardown
-    # a garbage collection over every object the imports made (about half a second after apply).
     gc.freeze()
     sys.exit(code)
 

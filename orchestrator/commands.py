@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -29,7 +29,6 @@ from .journal import Journal
 from .lifecycle import Phase, ReleaseState, decide_apply, nothing_to_revert, resumes
 from .logs import close_run_log, get_logger, open_run_log
 from .manifests import Project, load_project
-from .migrations import Rendered
 from .notify import Notifier
 from .plan import MIGRATE, Plan, check_migrations, check_release_name, make_plan, runner_for
 from .probes import ProbeFailed, read_live
@@ -42,6 +41,9 @@ from .transports import TransportFactory, make_transports
 from .writefail import WriteFailed
 from .access import journal_url, open_journal, register_settings_secrets
 from .queries import history, iso, revert_plan, show, status  # noqa: F401 - re-exported: the read-only commands
+
+if TYPE_CHECKING:
+    from .migrations import Rendered
 
 # Not `from . import graph`: the package exports a function of that name, which wins there.
 graphs = importlib.import_module(f"{__package__}.graph")

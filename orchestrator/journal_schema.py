@@ -1,6 +1,6 @@
 """The journal's tables and their versioning. Their history is the Alembic scripts in
-`journal_migrations/`; the tables below are what the code reads and writes, and must match the
-newest revision there.
+`journal_migrations/`; the tables below are what the code reads and writes, and are exactly the
+newest revision there (a test compares them): a new journal is created from them.
 
 Every project's records carry its id (`project`), so that several projects can share one journal.
 Records written before projects were recorded have the id UNCLAIMED until a project adopts them.
@@ -31,51 +31,65 @@ def _project() -> sa.Column:
 md = sa.MetaData()
 releases = sa.Table(
     "releases", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), _project(),
-    sa.Column("name", sa.String(128)), sa.Column("state", sa.String(16)),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False), sa.Column("state", sa.String(16), nullable=False),
     sa.Column("revert_state", sa.String(16)), sa.Column("previous", sa.String(128)),
-    sa.Column("started_at", sa.Float), sa.Column("finished_at", sa.Float),
+    sa.Column("started_at", sa.Float, nullable=False), sa.Column("finished_at", sa.Float),
     sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
-    sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text), sa.Column("message", sa.Text),
-    sa.Column("pid_ns", sa.BigInteger),
+    sa.Column("proc_start", sa.Float), sa.Column("manifests", sa.Text, nullable=False), sa.Column("message", sa.Text),
+    sa.Column("pid_ns", sa.BigInteger), _project(),
+    sa.Index("ix_releases_project", "project"),
 )
 # A project's steps and archives are those of its releases.
 steps = sa.Table(
     "steps", md,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("release_id", sa.Integer), sa.Column("phase", sa.String(8)),
-    sa.Column("node", sa.String(128)), sa.Column("kind", sa.String(16)), sa.Column("host", sa.String(128)),
-    sa.Column("action", sa.String(16)), sa.Column("revision", sa.String(64)),
+    sa.Column("release_id", sa.Integer, sa.ForeignKey("releases.id"), nullable=False, index=True),
+    sa.Column("phase", sa.String(8), nullable=False),
+    sa.Column("node", sa.String(128), nullable=False), sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(128)),
+    sa.Column("action", sa.String(16), nullable=False), sa.Column("revision", sa.String(64)),
     sa.Column("before", sa.String(128)), sa.Column("after", sa.String(128)),
-    sa.Column("status", sa.String(16)), sa.Column("exit_code", sa.Integer),
+    sa.Column("status", sa.String(16), nullable=False), sa.Column("exit_code", sa.Integer),
     sa.Column("stdout", sa.Text), sa.Column("stderr", sa.Text), sa.Column("detail", sa.Text),
-    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
+    sa.Column("started_at", sa.Float, nullable=False), sa.Column("ended_at", sa.Float),
 )
 archives = sa.Table(
     "archives", md,
-    sa.Column("release_id", sa.Integer, primary_key=True), sa.Column("node", sa.String(128), primary_key=True),
-    sa.Column("files", sa.Text),
+    sa.Column("release_id", sa.Integer, sa.ForeignKey("releases.id"), primary_key=True),
+    sa.Column("node", sa.String(128), primary_key=True), sa.Column("files", sa.Text, nullable=False),
 )
 current_versions = sa.Table(
     "current_versions", md,
-    sa.Column("project", sa.String(255), primary_key=True, server_default=UNCLAIMED),
-    sa.Column("node", sa.String(128), primary_key=True), sa.Column("host", sa.String(128), primary_key=True),
-    sa.Column("version", sa.String(128)), sa.Column("release_id", sa.Integer),
+    sa.Column("project", sa.String(255), server_default=UNCLAIMED),
+    sa.Column("node", sa.String(128)), sa.Column("host", sa.String(128)),
+    sa.Column("version", sa.String(128), nullable=False), sa.Column("release_id", sa.Integer),
+    sa.PrimaryKeyConstraint("project", "node", "host", name="pk_current_versions"),
 )
 lock_table = sa.Table(  # one row per project whose lock is held
     "lock", md,
-    sa.Column("project", sa.String(255), primary_key=True, server_default=UNCLAIMED),
+    sa.Column("project", sa.String(255), server_default=UNCLAIMED),
     sa.Column("id", sa.Integer),  # unused since locks are per project; rows inserted by hand may set it
-    sa.Column("lock_id", sa.String(64)),
-    sa.Column("owner", sa.String(255)), sa.Column("hostname", sa.String(255)), sa.Column("pid", sa.Integer),
-    sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255)),
-    sa.Column("since", sa.Float), sa.Column("heartbeat", sa.Float),
+    sa.Column("lock_id", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False), sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("proc_start", sa.Float), sa.Column("command", sa.String(255), nullable=False),
+    sa.Column("since", sa.Float, nullable=False), sa.Column("heartbeat", sa.Float, nullable=False),
     sa.Column("pid_ns", sa.BigInteger), sa.Column("run_id", sa.String(64)),
+    sa.PrimaryKeyConstraint("project", name="pk_lock"),
 )
 events = sa.Table(
     "events", md,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), _project(), sa.Column("ts", sa.Float),
-    sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64)), sa.Column("detail", sa.Text),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("release_id", sa.Integer), sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text), _project(),
+)
+# Alembic's own table, as `alembic upgrade` creates it: a new journal is created at the newest
+# revision from the tables above (Alembic's "create_all, then stamp head") without importing Alembic.
+alembic_version = sa.Table(
+    "alembic_version", sa.MetaData(),
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 # A run writes two of these per step: built once, they are compiled once, where building each
@@ -102,9 +116,25 @@ def prepare(engine: sa.Engine, url: str, *, create: bool) -> None:
             f"journal {mask_url(url)}: schema revision {', '.join(unknown)} is newer than this "
             "release tool knows; upgrade the tool"
         )
+    if not tables and create and not _create(engine):
+        return prepare(engine, url, create=create)  # another run created it meanwhile: check it
     # Read-only commands upgrade an older journal too: they read today's columns.
-    if (create or tables) and heads != [HEAD]:
+    if tables and heads != [HEAD]:
         _upgrade(engine)
+
+
+def _create(engine: sa.Engine) -> bool:
+    """A new journal at the newest revision, in one transaction; False when another process
+    created its tables first."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_ADVISORY_KEY})
+        if sa.inspect(conn).get_table_names():
+            return False
+        md.create_all(conn)
+        alembic_version.create(conn)
+        conn.execute(alembic_version.insert().values(version_num=HEAD))
+    return True
 
 
 def _stored_heads(conn: sa.Connection) -> list[str]:

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from . import hooks
 from .logs import get_logger
 from .reports import headline
@@ -28,6 +26,8 @@ from .secrets import MASK, mask_text, mask_value
 from .settings import Settings, Webhook
 
 if TYPE_CHECKING:
+    import httpx
+
     from .runs import RunResult
 
 T = TypeVar("T")
@@ -152,6 +152,8 @@ class Notifier:
     async def _post(self, url: str, hook: Webhook, data: dict[str, Any], log: Any) -> str | None:
         """None once delivered; else why the last attempt failed. All attempts, with their
         backoff, fit in the webhook's timeout."""
+        import httpx  # a tenth of a second of start-up: paid only by a run that sends a webhook
+
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False,
                                              headers={"User-Agent": "release-orchestrator"})

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -16,10 +16,14 @@ from .errors import InputError, ReleaseError
 from .journal import Journal
 from .lifecycle import UNFINISHED, Release, ReleaseState, plan_notes, resumes
 from .manifests import NAME_RE, DatabaseSpec, Project, ServiceSpec
-from .migrations import MigrationRunner, RiskScan, resolve_url, static
+from . import migrations
+from .migrations import RiskScan, static
 from .scope import EXCLUDED, Scope, narrow
 from .secrets import has_masked_password
 from .sources import MISSING_PASSWORD
+
+if TYPE_CHECKING:
+    from .migrations import MigrationRunner
 
 # Not `from . import graph`: the package exports a function of that name, which wins there.
 graphs = importlib.import_module(f"{__package__}.graph")
@@ -138,7 +142,7 @@ def check_release_name(name: str) -> str:
 def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | None = None) -> MigrationRunner:
     if has_masked_password(spec.url):  # a revert's copy of the manifests, never run as it stands
         raise InputError(f"database {spec.name}: {MISSING_PASSWORD}")
-    url = resolve_url(spec.url, project.root, node=spec.name)
+    url = migrations.resolve_url(spec.url, project.root, node=spec.name)
     scripts = project.root / spec.migrations
     shown = spec.migrations if script_location is None else f"the journal's copy of {spec.migrations}"
     # A helper directory inside the script directory is taken from the same copy as the scripts.
@@ -146,7 +150,7 @@ def runner_for(project: Project, spec: DatabaseSpec, script_location: Path | Non
     if script_location is not None:
         paths = [Path(script_location) / p.relative_to(scripts) if p.is_relative_to(scripts) else p
                  for p in paths]
-    return MigrationRunner(spec.name, url, script_location or scripts, spec.timeout, shown=shown,
+    return migrations.MigrationRunner(spec.name, url, script_location or scripts, spec.timeout, shown=shown,
                            python_path=paths)
 
 

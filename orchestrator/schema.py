@@ -14,16 +14,19 @@ import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import migrations
 from .errors import ReleaseError
 from .manifests import DatabaseSpec, Project
-from .migrations import Hop, MigrationRunner
 from .plan import runner_for
 from .steps import Run, StepIntent, StepReport, StepResult
 
+if TYPE_CHECKING:
+    from .migrations import Hop, MigrationRunner
+
 Job = Callable[[], Awaitable[bool]]
-Action = Callable[[Hop], str]
+Action = Callable[["Hop"], str]
 
 
 def _revert_action(hop: Hop) -> str:

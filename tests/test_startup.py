@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, copy_demo
+from helpers import REPO, cli, copy_demo, current
 
 HEAVY = ("alembic", "networkx", "asyncssh")
 # Runs the CLI in-process and writes the top-level packages it imported (executed, not merely
@@ -66,3 +66,16 @@ def test_known_journal_revisions_are_the_scripts() -> None:
     script = ScriptDirectory(str(MIGRATIONS))
     assert [r.revision for r in reversed(list(script.walk_revisions()))] == list(REVISIONS)
     assert script.get_heads() == [HEAD]
+
+
+@pytest.mark.e2e
+def test_a_release_without_databases_or_webhooks_loads_neither_alembic_nor_httpx(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "services.d").mkdir(parents=True)
+    for name in ("hosts.yaml", "catalog.yaml"):
+        (root / "services.d" / name).write_text((REPO / "services.d" / name).read_text())
+    got = _imported(root, tmp_path, "apply", "v1", "-y")  # a new journal, created here
+    assert got["rc"] == 0
+    assert {"sqlalchemy", "networkx"} <= set(got["modules"])  # it did journal and plan
+    assert not {"alembic", "httpx"} & set(got["modules"]), got["modules"]
+    assert current(root, "app1", "catalog") == "v1"

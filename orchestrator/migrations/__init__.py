@@ -12,13 +12,35 @@ This package re-exports what callers import from `orchestrator.migrations`. Note
 and `archive` here are the functions, not the submodules of the same name.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ..secrets import mask_url
 from .archive import archive, merge_archives, restore
-from .offline import Rendered
 from .risks import Risk, RiskScan, risks
-from .runtime import MigrationRunner, in_worker, resolve_url
-from .scripts import Direction, Hop, ScriptGraph
-from .session import Session
+
+if TYPE_CHECKING:
+    from .offline import Rendered
+    from .runtime import MigrationRunner, in_worker, resolve_url
+    from .scripts import Direction, Hop, ScriptGraph
+    from .session import Session
+
+# Importing Alembic is a third of a second: a release without databases never pays for it, so
+# the names whose modules import it are loaded when first used (PEP 562).
+_LAZY = {"Rendered": "offline", "MigrationRunner": "runtime", "in_worker": "runtime", "resolve_url": "runtime",
+         "Direction": "scripts", "Hop": "scripts", "ScriptGraph": "scripts", "Session": "session"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Direction",
