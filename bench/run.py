@@ -14,6 +14,7 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import json
 import os
@@ -327,6 +328,9 @@ def measure_all(args: argparse.Namespace, command: str) -> dict:
                    "machine": machine(), "runs": args.runs, "warmup": args.warmup, "load": [os.getloadavg()],
                    "results": [], "plans": None, "startup": None}
     results: list[WorkloadResult] = []
+    # An installed package has its bytecode compiled by pip; an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module at every start (a tenth of a second).
+    compileall.compile_dir(str(ROOT / "orchestrator"), quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="release-bench-"))
     try:
         bench = Bench(args, tmp)

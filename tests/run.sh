@@ -20,4 +20,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# An editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE set every `release` the
+# tests start would compile the package again.
+.venv/bin/python -m compileall -q orchestrator >/dev/null
 exec .venv/bin/python -m pytest -q "$@"
