@@ -84,7 +84,14 @@ def _workload(res) -> list[str]:
         if res.journal:
             text += (f"; from its intent journaled to its outcome journaled (the journal's step rows, "
                      f"waiting for a parallelism slot included) {_ms(res.journal)}")
-        out += ["", text + "."]
+        text += "."
+        if res.floor_steps:
+            own = res.dispatch["p50"] - res.floor_steps["p50"]
+            text += (f" The floor's `conn.run` takes, beyond its `sleep`, {_ms(res.floor_steps)} (opening "
+                     f"and closing an SSH session under the same load): `release`'s own share of a step, "
+                     f"the difference of the medians, is **{own * 1000:.0f} ms** (its wrapper's processes "
+                     f"on the host, the journal, the log).")
+        out += ["", text]
     out += _profile(res.profile_note, res.profile)
     return out + [""]
 

@@ -58,6 +58,7 @@ class WorkloadResult:
     # Per-step overhead of `release` (seconds beyond the step's own sleep): {"n", "p50", "p95"}.
     dispatch: dict | None = None  # JSONL log: deploy.start (slot taken) -> deploy.done (outcome journaled)
     journal: dict | None = None  # journal rows: intent written -> outcome written (slot waits included)
+    floor_steps: dict | None = None  # the floor's `conn.run` beyond its sleep: SSH's own per-step cost
     skipped: str | None = None
     profile_note: str = ""
     profile: list[str] | None = None
@@ -111,7 +112,8 @@ class Bench:
         commands: dict[str, tuple[list[str], dict[str, str]] | None] = {
             "release": ([*RELEASE, "-C", str(project), "apply", "v1", "-y",
                          "--parallelism", str(w.parallelism)], RELEASE_ENV),
-            "floor": ([sys.executable, str(ROOT / "bench" / "floor.py"), str(base / "floor.json")], {}),
+            "floor": ([sys.executable, str(ROOT / "bench" / "floor.py"), str(base / "floor.json"),
+                       str(base / "floor-steps.json")], {}),
         }
         if self.args.no_ansible:
             res.tools["ansible"] = ToolRuns(missing="not run (--no-ansible)")
@@ -133,6 +135,7 @@ class Bench:
 
         dispatch: list[float] = []
         journal: list[float] = []
+        floor_steps: list[float] = []
 
         def once(name: str, record: bool) -> None:
             cmd, env = commands[name]  # type: ignore[misc]
@@ -147,6 +150,8 @@ class Bench:
                 runs.rss.append(sample.maxrss_mb)
                 if name == "release":
                     self._overheads(project, w, dispatch, journal)
+                if name == "floor":
+                    floor_steps.extend(json.loads((base / "floor-steps.json").read_text()))
             print(f"  {w.key} {name:<8} {sample.wall:6.2f} s{'' if record else ' (warm-up)'}", file=sys.stderr)
             if name == "ansible":
                 tools.ansible_reset(base / "ansible")
@@ -159,7 +164,7 @@ class Bench:
             k = i % len(order)
             for name in order[k:] + order[:k]:
                 once(name, record=True)
-        res.dispatch, res.journal = spread(dispatch), spread(journal)
+        res.dispatch, res.journal, res.floor_steps = spread(dispatch), spread(journal), spread(floor_steps)
         if self.args.profile and w.key in ("b", "c"):
             self._profile(w, project, base, res)
             fl.clear_homes()
