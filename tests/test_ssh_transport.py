@@ -313,3 +313,17 @@ async def test_host_cut_mid_command_is_detected_by_keepalives(fleet):
     async with transport(fleet, "host6") as t2:
         await t2.connect()
         assert (await t2.run(Command("true", timeout=10))).ok
+
+
+async def test_a_login_shell_that_is_sh_runs_later_commands_itself_and_they_still_die_on_timeout(fleet):
+    # The fleet's user logs in with /bin/sh. The first command learns it; from then on the login
+    # shell runs the wrapper itself instead of exec'ing another /bin/sh for it.
+    argv0 = "tr '\\0' '\\n' < /proc/$PPID/cmdline | head -n 1"  # the wrapper's argv[0]
+    n = str(secrets.randbelow(10**6)).zfill(6)
+    async with transport(fleet, "host2") as t:
+        first, second = (await t.run(Command(argv0))).stdout, (await t.run(Command(argv0))).stdout
+        assert (first, second) == ("/bin/sh\n", "sh\n")  # exec'd by the login shell; sshd's own
+        r = await t.run(Command(f"sleep 36{n} & echo started; sleep 37{n}", timeout=2))
+        assert r.timed_out and r.stdout == "started\n"
+        check = await t.run(Command(f"pgrep -af '[s]leep 3[67]{n}'", timeout=10))
+        assert check.exit_code == 1, f"still running: {check.stdout}"

@@ -64,7 +64,7 @@ def watcher(silence: int) -> str:
 def wrapper(command: Command, marker: str, silence: int) -> str:
     exports = "".join(f"export {k}={shlex.quote(str(v))}; " for k, v in command.env.items())
     return (
-        f"printf '%s %s\\n' {marker} \"$$\"; "
+        f"printf '%s %s %s\\n' {marker} \"$$\" \"$SHELL\"; "
         "cd || exit 125; "
         # The watcher is the background job, the command the foreground one: a
         # non-interactive shell makes background jobs ignore INT and QUIT, which the
