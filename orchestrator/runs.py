@@ -91,7 +91,10 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
             ok = await supervise(run, g, set(jobs), pool, go)
         finally:
             # A database walk flushes what it held; this also covers a walk cut short.
-            await run.writer.flush()
+            try:
+                await run.writer.flush()
+            finally:
+                await run.writer.close()
     if stopper.cause is not None:
         raise stopper.cause
     return ok
