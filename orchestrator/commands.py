@@ -84,6 +84,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     try:
         live, _ = read_live(project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
+        p.close()  # nothing migrates: the connections that read the heads are done
         if out is not None:
             saved.save(out, p, j.latest() if j else None, force)
         return p
@@ -146,9 +147,10 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     check_release_name(name)  # before the journal is created: rejected input changes nothing
     project, g = load(project_dir)
     log = get_logger(release=name)
-    with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
+    with _locked(project.root, journal, f"apply {name}", lock_wait) as j, contextlib.ExitStack() as links:
         live = _read_live_or_refuse(j, project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
+        links.callback(p.close)  # each migration closes its database's; any left are closed here
         latest = j.latest()
         if stored is not None:
             saved.check(stored, p, latest, plan_file)

@@ -74,6 +74,9 @@ class PlanStep:
     # Databases: the risk checks, run when the warnings are first shown. They render every
     # revision offline, which an apply that shows no plan (-y, no terminal) does not need.
     checks: Callable[[], list[PlanWarning | str]] | None = field(default=None, repr=False)
+    # Databases to migrate: the runner whose connection read the heads, for the migration to go
+    # on with (one engine and connection per database per run); `Plan.close` ends it.
+    runner: MigrationRunner | None = field(default=None, repr=False, compare=False)
 
     def all_warnings(self) -> list[PlanWarning]:
         """Every warning as an object: the step's own, then drift and a blocked downgrade."""
@@ -123,6 +126,12 @@ class Plan:
 
     def step(self, node: str) -> PlanStep:
         return next(s for s in self.steps if s.node == node)
+
+    def close(self) -> None:
+        """The databases' connections closed (a migration that ran has closed its own already)."""
+        for s in self.steps:
+            if s.runner is not None:
+                s.runner.close()
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "previous": self.previous, "waves": self.waves,
@@ -198,7 +207,21 @@ def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[
 def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | None] | None) -> PlanStep:
     runner = runner_for(project, spec)
     target = runner.resolve_target(spec.target)
-    heads = runner.current_heads()
+    heads = runner.current_heads(keep=True)
+    try:
+        step = _database_change(project, spec, expected, runner, target, heads)
+    except BaseException:
+        runner.close()
+        raise
+    if step.action == MIGRATE:
+        step.runner = runner
+    else:
+        runner.close()
+    return step
+
+
+def _database_change(project: Project, spec: DatabaseSpec, expected: set[str | None] | None,
+                     runner: MigrationRunner, target: str | None, heads: tuple[str, ...]) -> PlanStep:
     if len(heads) > 1:
         raise InputError(f"{project.files[spec.name]}: database {spec.name} has several heads in place: {', '.join(heads)}")
     current = heads[0] if heads else None
@@ -272,14 +295,18 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     if resumes(latest, name):
         assert latest is not None
         resume_of, previous = latest.id, latest.previous
-    steps = []
-    for node in graphs.order(g):
-        spec = project.nodes[node]
-        if isinstance(spec, ServiceSpec):
-            steps.append(_service_step(project, spec, name, current, node in force, in_doubt,
-                                        (live or {}).get(node) if spec.current else None))
-        else:
-            steps.append(_database_step(project, spec, expected.get(node)))
+    steps: list[PlanStep] = []
+    try:
+        for node in graphs.order(g):
+            spec = project.nodes[node]
+            if isinstance(spec, ServiceSpec):
+                steps.append(_service_step(project, spec, name, current, node in force, in_doubt,
+                                            (live or {}).get(node) if spec.current else None))
+            else:
+                steps.append(_database_step(project, spec, expected.get(node)))
+    except BaseException:
+        Plan(name, None, [], steps, g, project).close()  # no plan to close them later
+        raise
     steps = narrow(steps, scope, project, g, (UNCHANGED,))
     plan = Plan(release=name, previous=previous, waves=[], steps=steps, graph=g, project=project,
                 resume_of=resume_of, notes=plan_notes(latest, name) + _revert_pending(latest, name), scope=scope)
