@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import textwrap
 from collections.abc import Callable
@@ -66,7 +67,9 @@ class PlanStep:
     current: dict[str, str | None] = field(default_factory=dict)  # services: version per host
     targets: list[str] = field(default_factory=list)  # services: the hosts that will change
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
-    reversible: bool = True
+    # Databases: why each revision it applies cannot be undone, read from the revision files when
+    # first asked (`reversible`, the warnings); an apply that shows no plan does not parse them.
+    irreversible: Callable[[], dict[str, str]] = field(default=dict, repr=False)
     direction: str | None = None  # migrate steps: "up", or "down" when it undoes revisions
     warnings: list[PlanWarning | str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
@@ -77,6 +80,10 @@ class PlanStep:
     # Databases to migrate: the runner whose connection read the heads, for the migration to go
     # on with (one engine and connection per database per run); `Plan.close` ends it.
     runner: MigrationRunner | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reversible(self) -> bool:
+        return not self.irreversible()
 
     def all_warnings(self) -> list[PlanWarning]:
         """Every warning as an object: the step's own, then drift and a blocked downgrade."""
@@ -238,14 +245,13 @@ def _database_change(project: Project, spec: DatabaseSpec, expected: set[str | N
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
     step.drift = drift
     step.direction = "down" if any(h.direction == "down" for h in hops) else "up"
-    why = {h.revision: w for h in hops if (w := runner.irreversible(h.revision))}
-    undo = [h.revision for h in hops if h.direction == "down" and h.revision in why]
+    undo = {h.revision: w for h in hops if h.direction == "down" and (w := runner.irreversible(h.revision))}
     if undo:
         step.blocked = (f"{spec.name}: cannot go down to {target or 'base'}: " + "; ".join(
-            f"revision {runner.scripts.label(r)} has no working downgrade ({why[r]})" for r in undo))
-    bad = [h.revision for h in hops if h.direction == "up" and h.revision in why]
-    step.reversible = not bad
-    step.checks = lambda: _revision_warnings(runner, current, target, {r: why[r] for r in bad})
+            f"revision {runner.scripts.label(r)} has no working downgrade ({w})" for r, w in undo.items()))
+    ups = [h.revision for h in hops if h.direction == "up"]
+    step.irreversible = functools.cache(lambda: {r: w for r in ups if (w := runner.irreversible(r))})
+    step.checks = lambda: _revision_warnings(runner, current, target, step.irreversible())
     return step
 
 
