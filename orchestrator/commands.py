@@ -22,7 +22,7 @@ from typing import Any
 
 import networkx as nx
 
-from . import hooks, manifest_schema, reports, runs, saved, settings
+from . import heap, hooks, manifest_schema, reports, runs, saved, settings
 from .faults import FaultPoints
 from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
 from .journal import Journal
@@ -128,6 +128,7 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
         j.close()
 
 
+@heap.frozen
 def apply(project_dir: Path | str, name: str, *, journal: str | None = None, parallelism: int = 16,
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports,
@@ -209,6 +210,7 @@ def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: Tr
 def _run(phase: Phase, notifier: Notifier, run: Coroutine[Any, Any, RunResult], junit: Path | str | None,
          annotate: reports.Annotate | None) -> RunResult:
     """An apply or a revert to its end, with its notifications; its reports written either way."""
+    heap.freeze()  # the scripts and the plan, made since the command began, live as long as the run
     try:
         result = asyncio.run(notifier.delivering(run))
     except ReleaseError as exc:
@@ -271,6 +273,7 @@ def _git_state(project: Project) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(changed) if porcelain is not None else None}
 
 
+@heap.frozen
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
            force: bool = False, lock_wait: float = 0.0, transports: TransportFactory = make_transports,
            junit: Path | str | None = None, annotate: reports.Annotate | None = None) -> RunResult:
