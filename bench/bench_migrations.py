@@ -39,6 +39,7 @@ the same way, and the load average before and after.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pwd
 import shutil
@@ -113,6 +114,9 @@ def timed(fn: Callable[[], object]) -> float:
     # Each `release` command (and each `alembic` one) would be a process of its own: no scripts
     # loaded by a run before.
     loaded_scripts._LOADED.clear()
+    # Nor garbage of an earlier run: a full collection it would trigger would land in whichever
+    # row runs next.
+    gc.collect()
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
