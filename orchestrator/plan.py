@@ -138,7 +138,7 @@ class Plan:
         """The databases' connections closed (a migration that ran has closed its own already)."""
         for s in self.steps:
             if s.runner is not None:
-                s.runner.close()
+                s.runner.close(if_idle=True)
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "previous": self.previous, "waves": self.waves,

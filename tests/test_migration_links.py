@@ -61,3 +61,28 @@ def test_an_apply_migrates_on_the_connection_its_plan_read_the_heads_on(fast_dir
     with pytest.raises(StepFailed):  # refused after the plan: its connection is closed all the same
         orchestrator.apply(repo.root, "r3", confirm=lambda _plan: False)
     assert len(counted["connections"]) == 1 and counted["connections"][0].closed
+
+
+def test_the_plan_leaves_a_connection_that_a_session_still_uses_to_the_session(tmp_path: Path) -> None:
+    """After a second interrupt the loop may end with a revision still running on the worker:
+    closing the connection under it from the main thread is left to the session."""
+    import threading
+
+    runner = MigrationRunner("db", f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    conn = runner.connection()
+    held, done = threading.Event(), threading.Event()
+
+    def session() -> None:
+        with runner.busy:
+            held.set()
+            done.wait(10)
+
+    worker = threading.Thread(target=session)
+    worker.start()
+    held.wait(10)
+    runner.close(if_idle=True)
+    assert not conn.closed
+    done.set()
+    worker.join()
+    runner.close(if_idle=True)
+    assert conn.closed

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,6 +149,7 @@ class MigrationRunner:
         # The one engine and connection of a run: the plan reads the heads on it and keeps it
         # (`current_heads(keep=True)`), the migration's session goes on with it and closes it.
         self._link: tuple[Engine, Connection] | None = None
+        self.busy = threading.RLock()  # held by the session running on the link, on its thread
 
     def __repr__(self) -> str:
         return f"MigrationRunner({self.name!r}, {mask_url(self.url)!r}, {str(self.script_location)!r})"
@@ -253,14 +255,21 @@ class MigrationRunner:
                              f"{_scrub(_reason(exc), self.url)}") from None
         return conn
 
-    def close(self) -> None:
-        link, self._link = self._link, None
-        if link is not None:
-            engine, conn = link
-            try:
-                conn.close()
-            finally:
-                engine.dispose()
+    def close(self, *, if_idle: bool = False) -> None:
+        """`if_idle`: not while a session uses the connection (a run whose loop was left with a
+        revision still running, after a second interrupt): that session closes it as it ends."""
+        if not self.busy.acquire(blocking=not if_idle):
+            return
+        try:
+            link, self._link = self._link, None
+            if link is not None:
+                engine, conn = link
+                try:
+                    conn.close()
+                finally:
+                    engine.dispose()
+        finally:
+            self.busy.release()
 
     def current_heads(self, *, keep: bool = False) -> tuple[str, ...]:
         """The revisions the database is at; () when it has none (or its file does not exist).

@@ -143,7 +143,7 @@ class HopSession:
     def serve(self) -> None:
         request = None
         try:
-            with _ALEMBIC_LOCK, _no_bytecode(), self.scripts.on_path():
+            with self.runner.busy, _ALEMBIC_LOCK, _no_bytecode(), self.scripts.on_path():
                 request = self._take()
                 while request is not None:
                     request = self._env_run(request)
