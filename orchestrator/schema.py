@@ -147,7 +147,7 @@ class Schema:
     def downgrade_job(self, spec: DatabaseSpec, restore: str | None, force: bool) -> Job:
         async def job() -> bool:
             files = await asyncio.to_thread(self.run.journal.archived, self.run.release_id, spec.name)
-            with tempfile.TemporaryDirectory(prefix=f"release-{spec.name}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"release-{spec.name}-", dir=migrations.scratch()) as tmp:
                 try:
                     location = migrations.restore(files, Path(tmp)) if files else None
                     runner = runner_for(self.project, spec, location)

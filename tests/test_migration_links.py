@@ -86,3 +86,31 @@ def test_the_plan_leaves_a_connection_that_a_session_still_uses_to_the_session(t
     worker.join()
     runner.close(if_idle=True)
     assert conn.closed
+
+
+def test_a_revert_writes_its_copy_of_the_scripts_to_memory_unless_tmpdir_says_otherwise(
+        fast_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import os
+    import tempfile
+
+    from orchestrator.migrations import scratch
+
+    repo = make_repo(fast_dir / "repo", "sqlite", f"sqlite:///{fast_dir / 'tool.db'}",
+                     f"sqlite:///{fast_dir / 'plain.db'}", count=40)
+    repo.manifest(target=repo.history[3].id)
+    orchestrator.apply(repo.root, "r1")
+    made: list[str | None] = []
+    real = tempfile.TemporaryDirectory
+
+    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        made.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recorded)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    orchestrator.revert(repo.root)
+    assert _version(repo.url) == []
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    assert made == [shm]
+    monkeypatch.setenv("TMPDIR", str(fast_dir))
+    assert scratch() is None

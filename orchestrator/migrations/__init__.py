@@ -13,7 +13,7 @@ and `archive` here are the functions, not the submodules of the same name.
 """
 
 from ..secrets import mask_url
-from .archive import archive, merge_archives, restore
+from .archive import archive, merge_archives, restore, scratch
 from .offline import Rendered
 from .risks import Risk, RiskScan, risks
 from .runtime import MigrationRunner, in_worker, resolve_url
@@ -36,4 +36,5 @@ __all__ = [
     "resolve_url",
     "restore",
     "risks",
+    "scratch",
 ]
