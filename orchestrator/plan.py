@@ -69,7 +69,7 @@ class PlanStep:
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
     # Databases: why each revision it applies cannot be undone, read from the revision files when
     # first asked (`reversible`, the warnings); an apply that shows no plan does not parse them.
-    irreversible: Callable[[], dict[str, str]] = field(default=dict, repr=False)
+    irreversible: Callable[[], dict[str, str]] = field(default=dict, repr=False, compare=False)
     direction: str | None = None  # migrate steps: "up", or "down" when it undoes revisions
     warnings: list[PlanWarning | str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
