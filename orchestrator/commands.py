@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from . import hooks, manifest_schema, reports, runs, saved, settings
+from . import heap, hooks, manifest_schema, reports, runs, saved, settings
 from .faults import FaultPoints
 from .errors import HostUnreachable, InputError, Interrupted, ReleaseError, StepFailed
 from .journal import Journal
@@ -86,6 +86,7 @@ def plan(project_dir: Path | str, name: str, *, journal: str | None = None, forc
     try:
         live, _ = read_live(project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
+        p.close()  # nothing migrates: the connections that read the heads are done
         if out is not None:
             saved.save(out, p, j.latest() if j else None, force)
         return p
@@ -129,6 +130,7 @@ def _locked(root: Path, url: str | None, command: str, wait: float) -> Iterator[
         j.close()
 
 
+@heap.frozen
 def apply(project_dir: Path | str, name: str, *, journal: str | None = None, parallelism: int = 16,
           force: tuple[str, ...] = (), force_release: bool = False, auto_revert: bool = False,
           lock_wait: float = 0.0, transports: TransportFactory = make_transports,
@@ -148,9 +150,10 @@ def apply(project_dir: Path | str, name: str, *, journal: str | None = None, par
     check_release_name(name)  # before the journal is created: rejected input changes nothing
     project, g = load(project_dir)
     log = get_logger(release=name)
-    with _locked(project.root, journal, f"apply {name}", lock_wait) as j:
+    with _locked(project.root, journal, f"apply {name}", lock_wait) as j, contextlib.ExitStack() as links:
         live = _read_live_or_refuse(j, project, name, transports, parallelism)
         p = make_plan(project, g, j, name, force, live, scope)
+        links.callback(p.close)  # each migration closes its database's; any left are closed here
         latest = j.latest()
         if stored is not None:
             saved.check(stored, p, latest, plan_file)
@@ -209,6 +212,7 @@ def _read_live_or_refuse(j: Journal, project: Project, name: str, transports: Tr
 def _run(phase: Phase, notifier: Notifier, run: Coroutine[Any, Any, RunResult], junit: Path | str | None,
          annotate: reports.Annotate | None) -> RunResult:
     """An apply or a revert to its end, with its notifications; its reports written either way."""
+    heap.freeze()  # the scripts and the plan, made since the command began, live as long as the run
     try:
         result = asyncio.run(notifier.delivering(run))
     except ReleaseError as exc:
@@ -271,6 +275,7 @@ def _git_state(project: Project) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(changed) if porcelain is not None else None}
 
 
+@heap.frozen
 def revert(project_dir: Path | str, *, journal: str | None = None, parallelism: int = 16,
            force: bool = False, lock_wait: float = 0.0, transports: TransportFactory = make_transports,
            junit: Path | str | None = None, annotate: reports.Annotate | None = None) -> RunResult:

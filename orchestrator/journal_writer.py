@@ -12,6 +12,10 @@ run's next write, whichever step's, or of `flush`. A database walk holds each re
 so that it is committed with the next revision's intent: one fsync between two revisions instead
 of two. A crash loses a held write, which leaves that one step in doubt; the database's own
 version table decides it (`Journal.resolve_database`). The holder flushes before it stops holding.
+
+The writer keeps one connection for the run (`close` ends it): a pool checkout per commit, with a
+PostgreSQL journal's ping of the server, cost a round trip on every step. A write that fails drops
+the connection, so the next one starts on a fresh one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class JournalWriter:
         self._held: list[Held] = []
         self._busy = False
         self._thread: ThreadPoolExecutor | None = None
+        self._conn: sa.Connection | None = None  # used on the writer's thread only
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """`fn(conn)` committed, with whatever else is waiting to be written."""
@@ -62,6 +67,11 @@ class JournalWriter:
         """Every held write committed; raises if one of them could not be."""
         if self._held:
             await self.write(lambda _conn: None)
+
+    async def close(self) -> None:
+        """The run's connection closed, after any commit in flight; a later write opens another."""
+        if self._thread is not None:
+            await asyncio.wrap_future(self._thread.submit(self._drop))
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
@@ -108,11 +118,27 @@ class JournalWriter:
         else:
             self._busy = False
 
+    def _connection(self) -> sa.Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._drop()
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection: nothing left to close
+                pass
+
     def _commit(self, writes: list[Write]) -> Results:
         try:
-            with self.engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
                 return [(True, fn(conn)) for fn in writes]
         except Exception as exc:  # noqa: BLE001
+            self._drop()  # whatever state it is in, the next write starts clean
             if len(writes) == 1:
                 return [(False, exc)]
         # One write's failure must not fail the others': each again in its own transaction.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import textwrap
 from collections.abc import Callable
@@ -70,7 +71,9 @@ class PlanStep:
     current: dict[str, str | None] = field(default_factory=dict)  # services: version per host
     targets: list[str] = field(default_factory=list)  # services: the hosts that will change
     revisions: list[str] = field(default_factory=list)  # databases: in the order they are applied
-    reversible: bool = True
+    # Databases: why each revision it applies cannot be undone, read from the revision files when
+    # first asked (`reversible`, the warnings); an apply that shows no plan does not parse them.
+    irreversible: Callable[[], dict[str, str]] = field(default=dict, repr=False, compare=False)
     direction: str | None = None  # migrate steps: "up", or "down" when it undoes revisions
     warnings: list[PlanWarning | str] = field(default_factory=list)
     drift: str | None = None  # databases: changed outside the tool since the journal saw them
@@ -78,6 +81,13 @@ class PlanStep:
     # Databases: the risk checks, run when the warnings are first shown. They render every
     # revision offline, which an apply that shows no plan (-y, no terminal) does not need.
     checks: Callable[[], list[PlanWarning | str]] | None = field(default=None, repr=False)
+    # Databases to migrate: the runner whose connection read the heads, for the migration to go
+    # on with (one engine and connection per database per run); `Plan.close` ends it.
+    runner: MigrationRunner | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reversible(self) -> bool:
+        return not self.irreversible()
 
     def all_warnings(self) -> list[PlanWarning]:
         """Every warning as an object: the step's own, then drift and a blocked downgrade."""
@@ -127,6 +137,12 @@ class Plan:
 
     def step(self, node: str) -> PlanStep:
         return next(s for s in self.steps if s.node == node)
+
+    def close(self) -> None:
+        """The databases' connections closed (a migration that ran has closed its own already)."""
+        for s in self.steps:
+            if s.runner is not None:
+                s.runner.close(if_idle=True)
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "previous": self.previous, "waves": self.waves,
@@ -202,7 +218,21 @@ def _service_step(project: Project, spec: ServiceSpec, name: str, current: dict[
 def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | None] | None) -> PlanStep:
     runner = runner_for(project, spec)
     target = runner.resolve_target(spec.target)
-    heads = runner.current_heads()
+    heads = runner.current_heads(keep=True)
+    try:
+        step = _database_change(project, spec, expected, runner, target, heads)
+    except BaseException:
+        runner.close()
+        raise
+    if step.action == MIGRATE:
+        step.runner = runner
+    else:
+        runner.close()
+    return step
+
+
+def _database_change(project: Project, spec: DatabaseSpec, expected: set[str | None] | None,
+                     runner: MigrationRunner, target: str | None, heads: tuple[str, ...]) -> PlanStep:
     if len(heads) > 1:
         raise InputError(f"{project.files[spec.name]}: database {spec.name} has several heads in place: {', '.join(heads)}")
     current = heads[0] if heads else None
@@ -219,14 +249,13 @@ def _database_step(project: Project, spec: DatabaseSpec, expected: set[str | Non
     step = PlanStep(spec.name, "database", MIGRATE, current, target, revisions=[h.revision for h in hops])
     step.drift = drift
     step.direction = "down" if any(h.direction == "down" for h in hops) else "up"
-    why = {h.revision: w for h in hops if (w := runner.irreversible(h.revision))}
-    undo = [h.revision for h in hops if h.direction == "down" and h.revision in why]
+    undo = {h.revision: w for h in hops if h.direction == "down" and (w := runner.irreversible(h.revision))}
     if undo:
         step.blocked = (f"{spec.name}: cannot go down to {target or 'base'}: " + "; ".join(
-            f"revision {runner.scripts.label(r)} has no working downgrade ({why[r]})" for r in undo))
-    bad = [h.revision for h in hops if h.direction == "up" and h.revision in why]
-    step.reversible = not bad
-    step.checks = lambda: _revision_warnings(runner, current, target, {r: why[r] for r in bad})
+            f"revision {runner.scripts.label(r)} has no working downgrade ({w})" for r, w in undo.items()))
+    ups = [h.revision for h in hops if h.direction == "up"]
+    step.irreversible = functools.cache(lambda: {r: w for r in ups if (w := runner.irreversible(r))})
+    step.checks = lambda: _revision_warnings(runner, current, target, step.irreversible())
     return step
 
 
@@ -276,14 +305,18 @@ def make_plan(project: Project, g: nx.DiGraph, journal: Journal | None, name: st
     if resumes(latest, name):
         assert latest is not None
         resume_of, previous = latest.id, latest.previous
-    steps = []
-    for node in graphs.order(g):
-        spec = project.nodes[node]
-        if isinstance(spec, ServiceSpec):
-            steps.append(_service_step(project, spec, name, current, node in force, in_doubt,
-                                        (live or {}).get(node) if spec.current else None))
-        else:
-            steps.append(_database_step(project, spec, expected.get(node)))
+    steps: list[PlanStep] = []
+    try:
+        for node in graphs.order(g):
+            spec = project.nodes[node]
+            if isinstance(spec, ServiceSpec):
+                steps.append(_service_step(project, spec, name, current, node in force, in_doubt,
+                                            (live or {}).get(node) if spec.current else None))
+            else:
+                steps.append(_database_step(project, spec, expected.get(node)))
+    except BaseException:
+        Plan(name, None, [], steps, g, project).close()  # no plan to close them later
+        raise
     steps = narrow(steps, scope, project, g, (UNCHANGED,))
     plan = Plan(release=name, previous=previous, waves=[], steps=steps, graph=g, project=project,
                 resume_of=resume_of, notes=plan_notes(latest, name) + _revert_pending(latest, name), scope=scope)

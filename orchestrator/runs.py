@@ -91,7 +91,10 @@ async def execute(run: Run, g: nx.DiGraph, jobs: dict[str, Job], pool: Transport
             ok = await supervise(run, g, set(jobs), pool, go)
         finally:
             # A database walk flushes what it held; this also covers a walk cut short.
-            await run.writer.flush()
+            try:
+                await run.writer.flush()
+            finally:
+                await run.writer.close()
     if stopper.cause is not None:
         raise stopper.cause
     return ok
@@ -127,7 +130,7 @@ async def apply(project: Project, p: Plan, j: Journal, release_id: int, parallel
             raise
         rollout, schema = Rollout(run, project, pool), Schema(run, project)
         jobs = {s.node: (rollout.deploy_job(project.services[s.node], s.targets, s.to, s.current)
-                         if s.kind == "service" else schema.migrate_job(project.databases[s.node], s.to))
+                         if s.kind == "service" else schema.migrate_job(project.databases[s.node], s.to, s.runner))
                 for s in p.changes}
         try:
             ok = await execute(run, p.graph, jobs, pool)

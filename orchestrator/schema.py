@@ -123,10 +123,11 @@ class Schema:
         """A step left in doubt by a crash is decided by where the database is now."""
         await asyncio.to_thread(self.run.journal.resolve_database, spec.name, _head(heads))
 
-    def migrate_job(self, spec: DatabaseSpec, target: str) -> Job:
+    def migrate_job(self, spec: DatabaseSpec, target: str, planned: MigrationRunner | None = None) -> Job:
+        """`planned`: the plan's runner for this database, whose connection the migration goes on with."""
         async def job() -> bool:
             try:
-                runner = runner_for(self.project, spec)
+                runner = planned or runner_for(self.project, spec)
                 # Archived before the first intent: a crash after it still leaves the downgrade code.
                 files = await migrations.in_worker(migrations.archive, runner.script_location)
                 journal, release_id = self.run.journal, self.run.release_id
@@ -149,7 +150,7 @@ class Schema:
     def downgrade_job(self, spec: DatabaseSpec, restore: str | None, force: bool) -> Job:
         async def job() -> bool:
             files = await asyncio.to_thread(self.run.journal.archived, self.run.release_id, spec.name)
-            with tempfile.TemporaryDirectory(prefix=f"release-{spec.name}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"release-{spec.name}-", dir=migrations.scratch()) as tmp:
                 try:
                     location = migrations.restore(files, Path(tmp)) if files else None
                     runner = runner_for(self.project, spec, location)

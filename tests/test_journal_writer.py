@@ -103,3 +103,26 @@ def test_a_held_write_that_fails_fails_the_write_that_carried_it(engine: sa.Engi
 
     asyncio.run(main())
     assert durable == [] and _rows(engine) == [1, 2]  # the carrier itself was committed
+
+
+def test_a_run_writes_on_one_connection_and_a_failed_write_starts_a_fresh_one(engine: sa.Engine) -> None:
+    # A checkout per commit cost a PostgreSQL journal a ping of the server on every step.
+    checkouts: list[int] = []
+    sa.event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+    writer = JournalWriter(engine)
+
+    async def main() -> None:
+        for v in range(5):
+            await writer.write(_insert(v))
+        assert len(checkouts) == 1
+        with pytest.raises(sa.exc.IntegrityError):
+            await writer.write(_insert(0))
+        await writer.write(_insert(5))
+        assert len(checkouts) == 2
+        await writer.close()
+        assert engine.pool.checkedout() == 0
+        await writer.write(_insert(6))  # after close, a write opens another
+        await writer.close()
+
+    asyncio.run(main())
+    assert _rows(engine) == list(range(7))

@@ -18,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..secrets import mask_url
-from .archive import archive, merge_archives, restore
+from .archive import archive, merge_archives, restore, scratch
 from .risks import Risk, RiskScan, risks
 
 if TYPE_CHECKING:
@@ -58,4 +58,5 @@ __all__ = [
     "resolve_url",
     "restore",
     "risks",
+    "scratch",
 ]

@@ -7,6 +7,7 @@ from this copy rather than from the working tree.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -54,6 +55,16 @@ def merge_archives(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
         if not ids or not ids & today:
             merged[path] = text
     return merged
+
+
+def scratch() -> str | None:
+    """Where a revert writes its copy of the scripts: memory (/dev/shm) where there is one and
+    TMPDIR does not say otherwise, else the usual temporary directory. The copy is read once and
+    removed; on a busy disk creating its hundreds of small files cost a revert up to 0.2 s."""
+    shm = "/dev/shm"
+    if "TMPDIR" not in os.environ and os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
 
 
 def restore(files: dict[str, str], dest: Path) -> Path:

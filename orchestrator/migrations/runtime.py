@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,10 @@ class MigrationRunner:
         self.url = url
         self.timeout = timeout  # seconds per SQL statement of a revision (the node's `timeout`)
         self.scripts = ScriptGraph(name, url, script_location, shown=shown, python_path=python_path)
+        # The one engine and connection of a run: the plan reads the heads on it and keeps it
+        # (`current_heads(keep=True)`), the migration's session goes on with it and closes it.
+        self._link: tuple[Engine, Connection] | None = None
+        self.busy = threading.RLock()  # held by the session running on the link, on its thread
 
     def __repr__(self) -> str:
         return f"MigrationRunner({self.name!r}, {mask_url(self.url)!r}, {str(self.script_location)!r})"
@@ -226,24 +231,67 @@ class MigrationRunner:
         path = self._sqlite_path()
         return path is None or path.exists()
 
-    def current_heads(self) -> tuple[str, ...]:
-        """The revisions the database is at; () when it has none (or its file does not exist)."""
-        if not self.exists():
-            return ()  # connecting would create the file: plan must create nothing
+    def connection(self) -> Connection:
+        """The runner's connection, opened (with the statement bound, `_bound`) on first use or
+        when the last one broke; it stays open until `close()`."""
+        if self._link is not None and not (self._link[1].closed or self._link[1].invalidated):
+            return self._link[1]
+        self.close()
+        path = self._sqlite_path()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = self._engine()
         try:
-            with self._connect(engine) as conn:
+            conn = self._connect(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        self._link = (engine, conn)
+        try:
+            self._bound(conn, connected=True)
+        except Exception as exc:
+            self.close()
+            raise StepFailed(f"database {self.name}: cannot set statement_timeout: "
+                             f"{_scrub(_reason(exc), self.url)}") from None
+        return conn
+
+    def close(self, *, if_idle: bool = False) -> None:
+        """`if_idle`: not while a session uses the connection (a run whose loop was left with a
+        revision still running, after a second interrupt): that session closes it as it ends."""
+        if not self.busy.acquire(blocking=not if_idle):
+            return
+        try:
+            link, self._link = self._link, None
+            if link is not None:
+                engine, conn = link
                 try:
-                    heads = MigrationContext.configure(conn).get_current_heads()
-                except SQLAlchemyError as exc:
-                    raise StepFailed(
-                        f"database {self.name} ({self.masked_url}): cannot read the Alembic "
-                        f"version: {_scrub(_reason(exc), self.url)}"
-                    ) from None
-                conn.rollback()
+                    conn.close()
+                finally:
+                    engine.dispose()
+        finally:
+            self.busy.release()
+
+    def current_heads(self, *, keep: bool = False) -> tuple[str, ...]:
+        """The revisions the database is at; () when it has none (or its file does not exist).
+        A connection this opens is closed again unless `keep`: the plan keeps it for the run."""
+        if not self.exists():
+            return ()  # connecting would create the file: plan must create nothing
+        opened = self._link is None
+        try:
+            conn = self.connection()
+            try:
+                heads = MigrationContext.configure(conn).get_current_heads()
+            except SQLAlchemyError as exc:
+                keep = False  # it may be broken: whoever needs one next gets a new one
+                raise StepFailed(
+                    f"database {self.name} ({self.masked_url}): cannot read the Alembic "
+                    f"version: {_scrub(_reason(exc), self.url)}"
+                ) from None
+            conn.rollback()
             return tuple(sorted(heads))
         finally:
-            engine.dispose()
+            if opened and not keep:
+                self.close()
 
     def session(self, destination: str | None = None) -> Session:
         """`async with runner.session(target) as s: await s.apply(hop)`: every hop of a run on one

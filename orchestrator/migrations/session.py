@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationStep
-from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.engine import Connection, RootTransaction
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StepFailed
@@ -84,8 +84,6 @@ class HopSession:
         self.scripts = runner.scripts
         self.destination = destination  # what env.py's context.get_revision_argument() says
         self._queue: queue.SimpleQueue[_Request | _Call | None] = queue.SimpleQueue()
-        self._engine: Engine | None = None
-        self._conn: Connection | None = None
 
     def submit(self, hop: Hop, *, skip: bool = False) -> Future[tuple[str, ...]]:
         future: Future[tuple[str, ...]] = Future()
@@ -145,7 +143,7 @@ class HopSession:
     def serve(self) -> None:
         request = None
         try:
-            with _ALEMBIC_LOCK, _no_bytecode(), self.scripts.on_path():
+            with self.runner.busy, _ALEMBIC_LOCK, _no_bytecode(), self.scripts.on_path():
                 request = self._take()
                 while request is not None:
                     request = self._env_run(request)
@@ -248,20 +246,7 @@ class HopSession:
     # ------------------------------------------------------------------ database
 
     def _connection(self) -> Connection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._dispose()
-            path = self.runner._sqlite_path()
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._engine = self.runner._engine()
-            self._conn = self.runner._connect(self._engine)
-            try:
-                self.runner._bound(self._conn, connected=True)
-            except Exception as exc:
-                self._dispose()
-                raise StepFailed(f"database {self.runner.name}: cannot set statement_timeout: "
-                                 f"{_scrub(_reason(exc), self.runner.url)}") from None
-        return self._conn
+        return self.runner.connection()  # the plan's, when it handed its runner over
 
     def _begin(self, conn: Connection) -> RootTransaction:
         trans = conn.begin()
@@ -276,13 +261,7 @@ class HopSession:
             self._dispose()
 
     def _dispose(self) -> None:
-        conn, engine, self._conn, self._engine = self._conn, self._engine, None, None
-        try:
-            if conn is not None:
-                conn.close()
-        finally:
-            if engine is not None:
-                engine.dispose()
+        self.runner.close()
 
     # ------------------------------------------------------------------ checks, messages
 
