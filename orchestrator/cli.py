@@ -4,12 +4,12 @@ output survives a reader that went away, and every error becomes its exit code (
 
 from __future__ import annotations
 
-import gc
 import sys
 from typing import Any
 
 import typer
 
+from . import heap
 from .cli_app import app, opts
 from .cli_output import error, print_json
 from .console import guard_stream, write_console
@@ -102,12 +102,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def run() -> None:
-    # The imports make hundreds of thousands of objects and little garbage: collecting less often
-    # saves a tenth of a second of start-up. Freezing the heap at the end spares the interpreter's
-    # teardown a collection over all of them (half a second after an apply).
-    gc.set_threshold(50_000, 20, 20)
+    heap.for_a_command_line()
     code = main()
-    gc.freeze()
+    # Freezing what is left spares the interpreter's teardown a collection over every object the
+    # imports made (half a second after an apply).
+    heap.freeze()
     sys.exit(code)
 
 

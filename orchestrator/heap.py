@@ -19,6 +19,13 @@ T = TypeVar("T")
 _ours = False  # the heap is frozen by `frozen`, not by whoever called the command
 
 
+def for_a_command_line() -> None:
+    """The `release` process's collector: the imports make hundreds of thousands of objects and
+    little garbage, so collecting less often saves a tenth of a second of start-up. Not set for a
+    program that imports the library."""
+    gc.set_threshold(50_000, 20, 20)
+
+
 def freeze() -> None:
     """Freeze what exists now, unless the heap was frozen by somebody else."""
     global _ours
