@@ -43,9 +43,9 @@ class Schema:
                     skip: str | None = None, more: bool = False) -> bool:
         """One revision, journaled; `skip`: the --force note of a downgrade that is not run;
         `more`: another revision follows, whose intent can carry this one's outcome."""
-        async def start() -> str | None:
+        async def start(go: asyncio.Future[bool]) -> str | None:
             try:
-                await session.apply(hop, skip=skip is not None)
+                await session.apply(hop, skip=skip is not None, go=go)
                 return None
             except ReleaseError as exc:
                 return str(exc)
@@ -55,7 +55,10 @@ class Schema:
 
         intent = StepIntent(spec.name, "database", action, revision=hop.revision, before=hop.from_rev,
                             after=hop.to_rev)
-        return await self.run.step(intent, start, finish, hold_outcome=more, direction=hop.direction)
+        # Early: the revision runs in its transaction while its intent is written, and commits
+        # only once the intent is durable.
+        return await self.run.step(intent, start, finish, hold_outcome=more, early=True,
+                                   direction=hop.direction)
 
     async def _walk(self, spec: DatabaseSpec, runner: MigrationRunner, session: migrations.Session,
                     hops: list[Hop], action: Action, blocked: dict[str, str], force: bool) -> bool:

@@ -7,7 +7,9 @@ together (`journal_writer`), and are awaited (the intent is durable before the c
 A failure is registered before its outcome is written, so that a step waiting for a slot
 meanwhile sees that the run is stopping and does not start. A step may hold its successful
 outcome for the run's next journal write instead (`hold_outcome`): a database revision's outcome
-then shares a commit with the next revision's intent.
+then shares a commit with the next revision's intent. A step whose change takes effect only when
+it commits (a database revision's transaction) may start while its intent is being written
+(`early`): what it does before its intent is durable is undone by a crash.
 """
 
 from __future__ import annotations
@@ -164,9 +166,10 @@ class Run:
     def _hit(self, boundary: str, intent: StepIntent) -> None:
         self.faults.hit(boundary, self.phase, intent.node, intent.where)
 
-    async def step(self, intent: StepIntent, start: Callable[[], Awaitable[T]],
+    async def step(self, intent: StepIntent, start: Callable[..., Awaitable[T]],
                    finish: Callable[[T], Awaitable[StepResult]], *,
                    gate: AsyncContextManager[Any] | None = None, hold_outcome: bool = False,
+                   early: bool = False,
                    **start_fields: Any) -> bool:
         """Run one journaled step. `start` is the change itself: it begins only inside `gate`
         (a parallelism slot) and only if the run is not stopping; `finish` turns what it
@@ -175,27 +178,44 @@ class Run:
         `hold_outcome`: a successful outcome is not committed on its own but with the run's next
         journal write (`JournalWriter.hold`); the caller must `flush` the writer before it stops
         stepping. For a step whose loss in a crash is decided afterwards by reading the target
-        (a database revision), and that is followed at once by another step."""
+        (a database revision), and that is followed at once by another step.
+
+        `early`: `start` is called at once, while the intent is being written, with a future that
+        says True once the intent is durable and the run is not stopping, or False if the step
+        must not happen. Until it says True, `start` may do everything but make its change
+        take effect: a database revision runs in its transaction and commits only on True (rolls
+        back on False), so a crash before the intent is durable leaves nothing to undo. Its
+        statements then run while the intent's commit waits for the disk."""
         log = self.log.bind(node=intent.node, host=intent.host)
         if intent.revision:
             log = log.bind(revision=intent.revision)
         self._hit("before-intent", intent)
-        step_id: int = await self.writer.write(functools.partial(
+        write = self.writer.write(functools.partial(
             self.journal.write_intent, release_id=self.release_id, phase=self.phase, node=intent.node,
             kind=intent.kind, host=intent.host, action=intent.action, revision=intent.revision,
             before=intent.before, after=intent.after))
-        self._hit("after-intent", intent)
-        t0 = time.monotonic()
-        async with gate or contextlib.nullcontext():
-            if self.stopping:  # it began while the intent was being written or a slot awaited
-                await self.writer.write(functools.partial(
-                    self.journal.write_outcome, step_id=step_id, status=Outcome.SKIPPED, detail=NOT_STARTED))
-                self.skipped(intent.node, intent.kind, NOT_STARTED, host=intent.host, action=intent.action,
-                             revision=intent.revision)
-                log.info(f"{intent.action}.not_started", why=NOT_STARTED)
-                return False
-            log.info(f"{intent.action}.start", **start_fields)
-            value = await start()
+        go: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        started = asyncio.ensure_future(start(go)) if early else None
+        try:
+            step_id: int = await write
+            self._hit("after-intent", intent)
+            t0 = time.monotonic()
+            async with gate or contextlib.nullcontext():
+                if self.stopping:  # it began while the intent was being written or a slot awaited
+                    await _called_off(go, started)
+                    await self.writer.write(functools.partial(
+                        self.journal.write_outcome, step_id=step_id, status=Outcome.SKIPPED,
+                        detail=NOT_STARTED))
+                    self.skipped(intent.node, intent.kind, NOT_STARTED, host=intent.host,
+                                 action=intent.action, revision=intent.revision)
+                    log.info(f"{intent.action}.not_started", why=NOT_STARTED)
+                    return False
+                go.set_result(True)  # an early start commits meanwhile
+                log.info(f"{intent.action}.start", **start_fields)
+                value = await (started if started is not None else start())
+        finally:
+            if started is not None and not started.done():  # the intent failed, or we were cancelled
+                await _called_off(go, started)
         result = await finish(value)
         self._hit("after-command", intent)
         if not result.ok and not result.killed:
@@ -223,3 +243,12 @@ class Run:
         else:
             log.error(f"{intent.action}.failed", why=result.detail)
         return result.ok
+
+
+async def _called_off(go: asyncio.Future[bool], started: asyncio.Future[Any] | None) -> None:
+    """An early start told not to go on, and waited for: what it prepared is undone before the
+    step is journaled as not started or the error goes up."""
+    if not go.done():
+        go.set_result(False)
+    if started is not None:
+        await asyncio.gather(asyncio.shield(started), return_exceptions=True)

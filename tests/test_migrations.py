@@ -185,6 +185,38 @@ def test_failing_revision_leaves_previous_revision(tmp_path: Path, db_url: str) 
     assert tables["t1"] == {"id"}
 
 
+def test_a_revision_told_not_to_commit_is_rolled_back_and_the_next_one_still_runs(db_url: str) -> None:
+    """A hop given `go` runs at once but commits only on True: on False (its journal intent
+    failed, the run is stopping) everything it ran is rolled back, and the session goes on."""
+    from concurrent.futures import Future
+
+    from orchestrator.migrations.session import HopSession
+
+    runner = MigrationRunner("accounts-db", db_url, DEMO["accounts"])
+    first, second, _ = runner.hops(None, "a3_sessions")
+    stop: Future[bool] = Future()
+    go: Future[bool] = Future()
+    go.set_result(True)
+
+    def no_once_it_ran(conn, _cursor, statement: str, *_: object) -> None:  # noqa: ANN001
+        # Said only once the revision's own statements and version-table write have run.
+        if "alembic_version" in statement and "a2_email" in statement and not stop.done():
+            stop.set_result(False)
+
+    session = HopSession(runner)
+    done = [session.submit(first), session.submit(second, go=stop), session.submit(second, go=go)]
+    session.close()
+    sa.event.listen(sa.Engine, "before_cursor_execute", no_once_it_ran)
+    try:
+        session.serve()
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", no_once_it_ran)
+    assert stop.done(), "the revision never ran before its go"
+    assert [f.result() for f in done] == [("a1_users",), ("a1_users",), ("a2_email",)]
+    assert runner.current_heads() == ("a2_email",)
+    assert has_effect(db_url, "a2_email")
+
+
 def test_timeout_aborts_a_revision_and_rolls_it_back(tmp_path: Path, db_url: str) -> None:
     endless = ("SELECT pg_sleep(30)" if db_url.startswith("postgresql") else
                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 VERB = {"up": "upgrade", "down": "downgrade"}
+# Backends whose DDL waits for our COMMIT (SQLite through runtime's BEGIN recipe): a revision may
+# run there before its journal intent is durable, and commit after. Elsewhere (MySQL commits each
+# DDL statement at once) it waits for the intent before it starts.
+TRANSACTIONAL_DDL = frozenset({"postgresql", "sqlite"})
 
 
 class NotAtExpectedRevision(Exception):
@@ -50,6 +54,15 @@ class _Request:
     hop: Hop
     skip: bool  # move the version table past the revision without running its code
     future: Future[tuple[str, ...]]
+    # True: commit (the journal's intent is durable); False: roll back, the step is called off.
+    go: Future[bool] | None = None
+
+    def may_commit(self) -> bool:
+        return self.go is None or self.go.result()
+
+    @property
+    def called_off(self) -> bool:
+        return self.go is not None and self.go.done() and not self.go.result()
 
 
 @dataclass
@@ -85,9 +98,10 @@ class HopSession:
         self.destination = destination  # what env.py's context.get_revision_argument() says
         self._queue: queue.SimpleQueue[_Request | _Call | None] = queue.SimpleQueue()
 
-    def submit(self, hop: Hop, *, skip: bool = False) -> Future[tuple[str, ...]]:
+    def submit(self, hop: Hop, *, skip: bool = False, go: Future[bool] | None = None) -> Future[tuple[str, ...]]:
+        """`go`: when given, the hop's transaction commits only once it says True."""
         future: Future[tuple[str, ...]] = Future()
-        self._queue.put(_Request(hop, skip, future))
+        self._queue.put(_Request(hop, skip, future, go))
         return future
 
     def call(self, fn: Callable[[tuple[str, ...]], Any]) -> Future[Any]:
@@ -183,17 +197,25 @@ class HopSession:
             # heads it leaves: no query of ours per revision for them.
             context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, run.record)
             heads = tuple(heads)
+            early = run.ours and conn.dialect.name in TRANSACTIONAL_DDL
             while run.current is not None:
                 request = run.current
                 self._check_at(request.hop, heads)
+                if request.called_off or (not early and not request.may_commit()):
+                    self._call_off(run, heads)
+                    return
                 run.heads = None
                 yield self.scripts.step(request.hop, skip=request.skip)
                 if not run.ours:
                     return
                 if run.heads is None:
                     raise NotAtExpectedRevision("Alembic did not record the revision in its version table")
+                self._check_done(request.hop, run.heads)
+                if not request.may_commit():
+                    # Alembic believes the revision is in: this env.py run cannot go on.
+                    self._call_off(run, heads)
+                    return
                 heads = run.heads
-                self._check_done(request.hop, heads)
                 assert run.trans is not None
                 run.trans.commit()
                 run.current = None
@@ -219,11 +241,18 @@ class HopSession:
                 get_logger(node=self.runner.name).warning(
                     "migrate.env_failed", why=f"{type(exc).__name__}: {_scrub(str(exc), self.runner.url)}")
             return None if run.closed else self._take()
-        if not run.ours:
+        if not run.ours and run.current is not None:
             self._rollback(run)
-            assert run.current is not None
             self._resolve_foreign(run.current)
         return None if run.closed else self._take()
+
+    def _call_off(self, run: _EnvRun, heads: tuple[str, ...]) -> None:
+        """The caller said the hop must not happen: whatever it ran is rolled back."""
+        self._rollback(run)
+        run.trans = None
+        request, run.current = run.current, None
+        assert request is not None
+        request.future.set_result(heads)
 
     def _resolve_foreign(self, request: _Request) -> None:
         """A revision that ran outside our transaction: the result stands, but it was not atomic.
@@ -333,8 +362,15 @@ class Session:
         self._served = asyncio.ensure_future(in_worker(self._hops.serve))
         return self
 
-    async def apply(self, hop: Hop, *, skip: bool = False) -> tuple[str, ...]:
-        return await asyncio.wrap_future(self._hops.submit(hop, skip=skip))
+    async def apply(self, hop: Hop, *, skip: bool = False,
+                    go: asyncio.Future[bool] | None = None) -> tuple[str, ...]:
+        """`go`: the hop may run at once but commits only once this says True (rolls back on
+        False); without it, it runs and commits."""
+        ready: Future[bool] | None = None
+        if go is not None:
+            ready = Future()
+            go.add_done_callback(lambda f: ready.set_result(not f.cancelled() and f.result()))
+        return await asyncio.wrap_future(self._hops.submit(hop, skip=skip, go=ready))
 
     async def call(self, fn: Callable[[tuple[str, ...]], T]) -> T:
         """`fn(heads)` on the worker (scripts load there, under Alembic's lock), with the heads
