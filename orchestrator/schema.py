@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ class Schema:
                     skip: str | None = None, more: bool = False) -> bool:
         """One revision, journaled; `skip`: the --force note of a downgrade that is not run;
         `more`: another revision follows, whose intent can carry this one's outcome."""
-        async def start(go: asyncio.Future[bool]) -> str | None:
+        async def start(go: Future[bool]) -> str | None:
             try:
                 await session.apply(hop, skip=skip is not None, go=go)
                 return None

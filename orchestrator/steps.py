@@ -19,6 +19,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, TypeVar
 
@@ -194,7 +195,9 @@ class Run:
             self.journal.write_intent, release_id=self.release_id, phase=self.phase, node=intent.node,
             kind=intent.kind, host=intent.host, action=intent.action, revision=intent.revision,
             before=intent.before, after=intent.after))
-        go: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # A thread's future: an early start hands it to a worker thread, which must hear the
+        # answer even if this loop is no longer turning.
+        go: Future[bool] = Future()
         started = asyncio.ensure_future(start(go)) if early else None
         try:
             step_id: int = await write
@@ -245,7 +248,7 @@ class Run:
         return result.ok
 
 
-async def _called_off(go: asyncio.Future[bool], started: asyncio.Future[Any] | None) -> None:
+async def _called_off(go: Future[bool], started: asyncio.Future[Any] | None) -> None:
     """An early start told not to go on, and waited for: what it prepared is undone before the
     step is journaled as not started or the error goes up."""
     if not go.done():

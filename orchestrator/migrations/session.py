@@ -43,6 +43,7 @@ VERB = {"up": "upgrade", "down": "downgrade"}
 # run there before its journal intent is durable, and commit after. Elsewhere (MySQL commits each
 # DDL statement at once) it waits for the intent before it starts.
 TRANSACTIONAL_DDL = frozenset({"postgresql", "sqlite"})
+GO_WAIT = 600.0  # seconds a revision waits for its intent (a journal's busy wait is at most 60)
 
 
 class NotAtExpectedRevision(Exception):
@@ -58,7 +59,14 @@ class _Request:
     go: Future[bool] | None = None
 
     def may_commit(self) -> bool:
-        return self.go is None or self.go.result()
+        if self.go is None:
+            return True
+        try:
+            return self.go.result(timeout=GO_WAIT)
+        except TimeoutError:
+            # Never commit unconfirmed, and never let the caller take the revision for applied.
+            raise StepFailed(f"the journal did not confirm the intent of revision {self.hop.revision} "
+                             f"within {GO_WAIT:.0f} s; the revision was rolled back") from None
 
     @property
     def called_off(self) -> bool:
@@ -362,15 +370,10 @@ class Session:
         self._served = asyncio.ensure_future(in_worker(self._hops.serve))
         return self
 
-    async def apply(self, hop: Hop, *, skip: bool = False,
-                    go: asyncio.Future[bool] | None = None) -> tuple[str, ...]:
+    async def apply(self, hop: Hop, *, skip: bool = False, go: Future[bool] | None = None) -> tuple[str, ...]:
         """`go`: the hop may run at once but commits only once this says True (rolls back on
         False); without it, it runs and commits."""
-        ready: Future[bool] | None = None
-        if go is not None:
-            ready = Future()
-            go.add_done_callback(lambda f: ready.set_result(not f.cancelled() and f.result()))
-        return await asyncio.wrap_future(self._hops.submit(hop, skip=skip, go=ready))
+        return await asyncio.wrap_future(self._hops.submit(hop, skip=skip, go=go))
 
     async def call(self, fn: Callable[[tuple[str, ...]], T]) -> T:
         """`fn(heads)` on the worker (scripts load there, under Alembic's lock), with the heads
