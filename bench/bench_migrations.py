@@ -29,11 +29,13 @@ earlier row are forgotten before each run. Rows:
 
 The server runs as the tests start it (fsync off) unless --durable: then fsync and
 synchronous_commit are on, so plain Alembic's commits wait for the disk as the journal's do.
+--journal-latency MS adds MS milliseconds to every commit of the journal (not of the migrated
+database): a journal on a server a network round trip away, or on a slow disk.
 Prints the median of N runs of each (after one warm-up round), the ratio to plain Alembic going
 the same way, and the load average before and after.
 
     python bench/bench_migrations.py [--runs 5] [--revisions 200] [--durable] [--fresh-journal]
-                                     [--url postgresql://...]
+                                     [--journal-latency MS] [--url postgresql://...]
 """
 
 from __future__ import annotations
@@ -102,6 +104,12 @@ def new_database(server_url: str) -> str:
     return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
+def journal_database(server_url: str) -> str:
+    url = new_database(server_url)
+    JOURNALS.add(sa.engine.make_url(url).database or "")
+    return url
+
+
 def alembic_config(location: Path, url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(location))
@@ -146,6 +154,16 @@ def set_target(root: Path, location: Path, url: str, target: str | None) -> None
 
 
 FRESH_JOURNAL = False  # --fresh-journal: the apply creates the journal's tables, on the clock
+LATENCY = 0.0  # --journal-latency
+JOURNALS: set[str] = set()  # the journals' database names, whose commits --journal-latency slows
+
+
+def slow_journal_commits(ms: float) -> None:
+    def commit(conn: sa.Connection) -> None:
+        db = conn.engine.url.database or ""
+        if db in JOURNALS or db.endswith("/.release/journal.db"):
+            time.sleep(ms / 1000)
+    sa.event.listen(sa.Engine, "commit", commit)
 
 
 def release_apply(location: Path, url: str, work: Path, journal: str | None = None) -> float:
@@ -183,11 +201,12 @@ def rows(location: Path, url: str, work: Path, down_to: str) -> dict[str, tuple[
     up, down = "alembic upgrade head", "alembic downgrade"
     return {
         up: (up, lambda db: plain_upgrade(location, db)),
-        "release apply, pg journal": (up, lambda db: release_apply(location, db, work, new_database(url))),
+        "release apply, pg journal": (up, lambda db: release_apply(location, db, work, journal_database(url))),
         "release apply, sqlite journal": (up, lambda db: release_apply(location, db, work)),
         "release migrate only": (up, lambda db: release_migrate(location, db)),
         down: (down, lambda db: plain_downgrade(location, db, down_to)),
-        "release revert, pg journal": (down, lambda db: release_revert(location, db, work, down_to, new_database(url))),
+        "release revert, pg journal": (down, lambda db: release_revert(location, db, work, down_to,
+                                                                       journal_database(url))),
         "release revert, sqlite journal": (down, lambda db: release_revert(location, db, work, down_to)),
     }
 
@@ -207,6 +226,8 @@ def measure(table: dict[str, tuple[str, Callable[[str], float]]], url: str, runs
 def report(table: dict[str, tuple[str, Callable[[str], float]]], times: dict[str, list[float]],
            counts: dict[str, int], runs: int, durable: bool, load: tuple[float, float]) -> None:
     journal = "created on the clock" if FRESH_JOURNAL else "created before"
+    if LATENCY:
+        journal += f", {LATENCY:g} ms added to each of its commits"
     print(f"PostgreSQL ({'fsync on' if durable else 'fsync off, as the tests run it'}), in-process, "
           f"median of {runs} runs, fresh database each run (the apply's journal {journal}); "
           f"load average {load[0]:.2f} before, {load[1]:.2f} after")
@@ -225,9 +246,14 @@ def main() -> None:
     ap.add_argument("--durable", action="store_true", help="turn fsync on in the server this starts")
     ap.add_argument("--url", help="a PostgreSQL server to create the databases on (default: start one)")
     ap.add_argument("--fresh-journal", action="store_true", help="time the creation of the apply's journal too")
+    ap.add_argument("--journal-latency", type=float, default=0.0, metavar="MS",
+                    help="add MS milliseconds to every commit of the journal")
     args = ap.parse_args()
-    global FRESH_JOURNAL
+    if args.journal_latency:
+        slow_journal_commits(args.journal_latency)
+    global FRESH_JOURNAL, LATENCY
     FRESH_JOURNAL = args.fresh_journal
+    LATENCY = args.journal_latency
     configure(0, "console")  # as the CLI does: info lines on stderr, which cost time too
 
     server = base = None
