@@ -185,6 +185,21 @@ def test_failing_revision_leaves_previous_revision(tmp_path: Path, db_url: str) 
     assert tables["t1"] == {"id"}
 
 
+def serve_saying_no(session, go, when) -> None:  # noqa: ANN001
+    """Run the session's hops until it is closed; `go` says False once a statement `when(sql)`
+    has been sent to the database: the revision has begun, its go not yet given."""
+    def no_once_it_ran(conn, _cursor, statement: str, *_: object) -> None:  # noqa: ANN001
+        if when(statement) and not go.done():
+            go.set_result(False)
+
+    session.close()
+    sa.event.listen(sa.Engine, "before_cursor_execute", no_once_it_ran)
+    try:
+        session.serve()
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", no_once_it_ran)
+
+
 def test_a_revision_told_not_to_commit_is_rolled_back_and_the_next_one_still_runs(db_url: str) -> None:
     """A hop given `go` runs at once but commits only on True: on False (its journal intent
     failed, the run is stopping) everything it ran is rolled back, and the session goes on."""
@@ -198,19 +213,10 @@ def test_a_revision_told_not_to_commit_is_rolled_back_and_the_next_one_still_run
     go: Future[bool] = Future()
     go.set_result(True)
 
-    def no_once_it_ran(conn, _cursor, statement: str, *_: object) -> None:  # noqa: ANN001
-        # Said only once the revision's own statements and version-table write have run.
-        if "alembic_version" in statement and "a2_email" in statement and not stop.done():
-            stop.set_result(False)
-
     session = HopSession(runner)
     done = [session.submit(first), session.submit(second, go=stop), session.submit(second, go=go)]
-    session.close()
-    sa.event.listen(sa.Engine, "before_cursor_execute", no_once_it_ran)
-    try:
-        session.serve()
-    finally:
-        sa.event.remove(sa.Engine, "before_cursor_execute", no_once_it_ran)
+    # Said only once the revision's own statements and version-table write have run.
+    serve_saying_no(session, stop, lambda sql: "alembic_version" in sql and "a2_email" in sql)
     assert stop.done(), "the revision never ran before its go"
     assert [f.result() for f in done] == [("a1_users",), ("a1_users",), ("a2_email",)]
     assert runner.current_heads() == ("a2_email",)
@@ -477,3 +483,71 @@ def test_merge_archives_keeps_one_file_per_revision() -> None:
     old = {"env.py": "old", "versions/o3.py": 'revision = "o3"\n', "versions/o4_bad.py": 'revision = "o4_bad"\n'}
     new = {"env.py": "new", "versions/o3_renamed.py": 'revision = "o3"\n', "versions/o4.py": 'revision = "o4"\n'}
     assert merge_archives(old, new) == {**new, "versions/o4_bad.py": 'revision = "o4_bad"\n'}
+
+
+# ------------------------------------------------------- autocommit_block(): CONCURRENTLY
+
+# CREATE INDEX CONCURRENTLY cannot run in a transaction: Alembic's autocommit_block() commits
+# the revision's work so far, runs the block outside any, and begins another for the rest.
+CONCURRENT = [
+    ("r1", "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True), sa.Column('x', sa.Integer))",
+     "op.drop_table('t')"),
+    ("r2", """
+        op.add_column('t', sa.Column('y', sa.Integer))
+        with op.get_context().autocommit_block():
+            op.create_index('ix_t_x', 't', ['x'], postgresql_concurrently=True)
+        op.add_column('t', sa.Column('z', sa.Integer))
+        """, """
+        with op.get_context().autocommit_block():
+            op.drop_index('ix_t_x', 't', postgresql_concurrently=True)
+        op.drop_column('t', 'z')
+        op.drop_column('t', 'y')
+        """),
+]
+
+
+def indexes(url: str, table: str) -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return {i["name"] for i in sa.inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
+def test_a_revision_with_an_autocommit_block_applies_and_reverts(tmp_path: Path, db_url: str) -> None:
+    runner = MigrationRunner("shop-db", db_url, make_scripts(tmp_path / "scripts", CONCURRENT))
+    assert runner.apply_hops(runner.hops(None, "r2")) == ("r2",)
+    assert schema(db_url)["t"] == {"id", "x", "y", "z"} and indexes(db_url, "t") == {"ix_t_x"}
+    assert runner.apply_hops(runner.hops("r2", "r1")) == ("r1",)
+    assert schema(db_url)["t"] == {"id", "x"} and indexes(db_url, "t") == set()
+
+
+def test_a_failure_after_an_autocommit_block_says_the_revision_may_be_half_applied(
+        tmp_path: Path, db_url: str) -> None:
+    up = textwrap.dedent(CONCURRENT[1][1]) + "op.execute('SELECT no_such_column FROM t')\n"
+    runner = MigrationRunner("shop-db", db_url, make_scripts(tmp_path / "scripts", [CONCURRENT[0], ("r2", up, None)]))
+    with pytest.raises(StepFailed, match=r"(?s)shop-db.*r2.*autocommit_block.*MAY BE HALF-APPLIED.*says r1"):
+        runner.apply_hops(runner.hops(None, "r2"))
+    # What came before the block is in (Alembic committed it there), what came after is not.
+    assert runner.current_heads() == ("r1",)
+    assert schema(db_url)["t"] == {"id", "x", "y"} and indexes(db_url, "t") == {"ix_t_x"}
+
+
+def test_an_autocommit_block_waits_for_the_go_before_it_commits(tmp_path: Path, db_url: str) -> None:
+    """The block's commit is the revision's first: it must wait, like the last one, for the
+    journal's intent; told not to go, the revision is rolled back whole."""
+    from concurrent.futures import Future
+
+    from orchestrator.migrations.session import HopSession
+
+    runner = MigrationRunner("shop-db", db_url, make_scripts(tmp_path / "scripts", CONCURRENT))
+    runner.apply_hops(runner.hops(None, "r1"))
+    go: Future[bool] = Future()
+
+    session = HopSession(runner)
+    done = session.submit(runner.hops("r1", "r2")[0], go=go)
+    serve_saying_no(session, go, lambda sql: "ADD COLUMN y" in sql)
+    with pytest.raises(StepFailed, match="called off before its autocommit_block"):
+        done.result()
+    assert runner.current_heads() == ("r1",)
+    assert schema(db_url)["t"] == {"id", "x"} and indexes(db_url, "t") == set()

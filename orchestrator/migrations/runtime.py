@@ -36,7 +36,8 @@ from ._guards import _scrub, in_worker
 from .offline import Rendered, offline_sql, render
 from .risks import risks
 from .scripts import Hop, ScriptGraph
-from .session import HopSession, Session, _reason
+from .failures import reason
+from .session import HopSession, Session
 
 __all__ = ["MigrationRunner", "in_worker", "resolve_url"]
 
@@ -219,7 +220,7 @@ class MigrationRunner:
         except Exception as exc:
             raise StepFailed(
                 f"database {self.name}: cannot connect to {self.masked_url}: "
-                f"{_scrub(_reason(exc), self.url)}"
+                f"{_scrub(reason(exc), self.url)}"
             ) from None  # the chained driver error may carry the password
 
     def exists(self) -> bool:
@@ -252,7 +253,7 @@ class MigrationRunner:
         except Exception as exc:
             self.close()
             raise StepFailed(f"database {self.name}: cannot set statement_timeout: "
-                             f"{_scrub(_reason(exc), self.url)}") from None
+                             f"{_scrub(reason(exc), self.url)}") from None
         return conn
 
     def close(self, *, if_idle: bool = False) -> None:
@@ -285,7 +286,7 @@ class MigrationRunner:
                 keep = False  # it may be broken: whoever needs one next gets a new one
                 raise StepFailed(
                     f"database {self.name} ({self.masked_url}): cannot read the Alembic "
-                    f"version: {_scrub(_reason(exc), self.url)}"
+                    f"version: {_scrub(reason(exc), self.url)}"
                 ) from None
             conn.rollback()
             return tuple(sorted(heads))

@@ -16,6 +16,8 @@ its own, and the result is read back from the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import queue
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import StepFailed
 from ..logs import get_logger
 from ._guards import _ALEMBIC_LOCK, _no_bytecode, _scrub, in_worker
+from .failures import VERB, NotAtExpectedRevision, failure, fmt, reason, what
 from .scripts import Hop
 
 if TYPE_CHECKING:
@@ -38,16 +41,11 @@ if TYPE_CHECKING:
     from .runtime import MigrationRunner
 
 T = TypeVar("T")
-VERB = {"up": "upgrade", "down": "downgrade"}
 # Backends whose DDL waits for our COMMIT (SQLite through runtime's BEGIN recipe): a revision may
 # run there before its journal intent is durable, and commit after. Elsewhere (MySQL commits each
 # DDL statement at once) it waits for the intent before it starts.
 TRANSACTIONAL_DDL = frozenset({"postgresql", "sqlite"})
 GO_WAIT = 600.0  # seconds a revision waits for its intent (a journal's busy wait is at most 60)
-
-
-class NotAtExpectedRevision(Exception):
-    pass
 
 
 @dataclass
@@ -91,6 +89,7 @@ class _EnvRun:
     ours: bool | None = None  # env.py configured Alembic with the handed-over connection
     closed: bool = False  # the caller said there are no more hops
     heads: tuple[str, ...] | None = None  # the version table after the last step, as Alembic wrote it
+    split: bool = False  # the revision's autocommit_block() committed the part before it
 
     def record(self, *, heads: set[str], **_: Any) -> None:
         self.heads = tuple(sorted(heads))
@@ -152,7 +151,7 @@ class HopSession:
             return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
         except SQLAlchemyError as exc:
             raise StepFailed(f"database {self.runner.name} ({self.runner.masked_url}): cannot read the Alembic "
-                             f"version: {_scrub(_reason(exc), self.runner.url)}") from None
+                             f"version: {_scrub(reason(exc), self.runner.url)}") from None
         finally:
             self._end_read(conn)
 
@@ -201,6 +200,8 @@ class HopSession:
             # Which connection env.py configured tells whether the revision is in our
             # transaction; the heads it read are where the database really is.
             run.ours = context.connection is conn
+            if run.ours:
+                context.autocommit_block = functools.partial(self._autocommit_block, run, context)  # type: ignore[method-assign]
             # Alembic checks that each version-table write hits exactly one row and reports the
             # heads it leaves: no query of ours per revision for them.
             context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, run.record)
@@ -212,7 +213,7 @@ class HopSession:
                 if request.called_off or (not early and not request.may_commit()):
                     self._call_off(run, heads)
                     return
-                run.heads = None
+                run.heads, run.split = None, False
                 yield self.scripts.step(request.hop, skip=request.skip)
                 if not run.ours:
                     return
@@ -244,7 +245,7 @@ class HopSession:
         except Exception as exc:
             self._rollback(run)
             if run.current is not None:
-                self._resolve_failure(run.current, exc, run.ours is not False)
+                self._resolve_failure(run.current, exc, run.ours is not False, split=run.split)
             else:
                 get_logger(node=self.runner.name).warning(
                     "migrate.env_failed", why=f"{type(exc).__name__}: {_scrub(str(exc), self.runner.url)}")
@@ -253,6 +254,27 @@ class HopSession:
             self._rollback(run)
             self._resolve_foreign(run.current)
         return None if run.closed else self._take()
+
+    @contextlib.contextmanager
+    def _autocommit_block(self, run: _EnvRun, context: MigrationContext) -> Iterator[None]:
+        """Alembic's `autocommit_block()` for a revision in our transaction. Alembic commits the
+        transaction it began itself, and ours is not one: it is handed ours to commit (the work
+        before the block, once the intent is durable), runs the block outside any transaction,
+        and begins the transaction that the rest of the revision and our COMMIT go on in."""
+        request = run.current
+        assert request is not None
+        if not request.may_commit():
+            raise StepFailed(f"{what(self.runner, request.hop)}: called off before its autocommit_block(); "
+                             "rolled back")
+        run.split = True
+        context._transaction = run.trans
+        try:
+            with MigrationContext.autocommit_block(context):
+                yield
+        finally:
+            if context._transaction is not None and context._transaction is not run.trans:
+                run.trans = context._transaction  # type: ignore[assignment]
+            context._transaction = None
 
     def _call_off(self, run: _EnvRun, heads: tuple[str, ...]) -> None:
         """The caller said the hop must not happen: whatever it ran is rolled back."""
@@ -265,16 +287,16 @@ class HopSession:
     def _resolve_foreign(self, request: _Request) -> None:
         """A revision that ran outside our transaction: the result stands, but it was not atomic.
         Read it back from the database to be sure."""
-        what = self._what(request.hop)
+        where = what(self.runner, request.hop)
         get_logger(node=self.runner.name).warning(
             "migrate.not_atomic", revision=request.hop.revision,
-            message=f"{what}: env.py did not use config.attributes['connection']; the revision "
+            message=f"{where}: env.py did not use config.attributes['connection']; the revision "
             "ran outside the tool's transaction")
         try:
             after = self.runner.current_heads()
             self._check_done(request.hop, after)
         except NotAtExpectedRevision as exc:
-            request.future.set_exception(StepFailed(f"{what}: {exc}"))
+            request.future.set_exception(StepFailed(f"{where}: {exc}"))
         except StepFailed as exc:
             request.future.set_exception(exc)
         else:
@@ -302,9 +324,6 @@ class HopSession:
 
     # ------------------------------------------------------------------ checks, messages
 
-    def _what(self, hop: Hop) -> str:
-        return f"database {self.runner.name}: {VERB[hop.direction]} of revision {self.scripts.label(hop.revision)}"
-
     def _check_at(self, hop: Hop, heads: tuple[str, ...]) -> None:
         unknown = [h for h in heads if not self.scripts.known(h)]
         if unknown:
@@ -331,31 +350,12 @@ class HopSession:
         if not done:
             raise NotAtExpectedRevision(f"after the {VERB[hop.direction]} the version table reads {fmt(after)}")
 
-    def _resolve_failure(self, request: _Request, exc: Exception, ours: bool) -> None:
+    def _resolve_failure(self, request: _Request, exc: Exception, ours: bool, split: bool = False) -> None:
         if not request.future.done():
-            request.future.set_exception(self._failure(request.hop, exc, ours))
+            request.future.set_exception(self._failure(request.hop, exc, ours, split))
 
-    def _failure(self, hop: Hop, exc: Exception, ours: bool) -> StepFailed:
-        if isinstance(exc, StepFailed):
-            return exc
-        what = self._what(hop)
-        if isinstance(exc, NotAtExpectedRevision):
-            return StepFailed(f"{what}: {exc}; nothing was changed")
-        if not ours:
-            return StepFailed(
-                f"{what} failed: {type(exc).__name__}: {_scrub(_reason(exc), self.runner.url)}. Its env.py "
-                "did not run on the connection the tool handed over (config.attributes['connection']), so "
-                "the revision ran outside the tool's transaction and MAY BE HALF-APPLIED; check the schema "
-                "by hand")
-        try:
-            now = fmt(self.runner.current_heads())
-        except StepFailed:
-            now = "an unknown revision (cannot read it back)"
-        if isinstance(exc, ImportError):
-            return StepFailed(f"{self.scripts.load_error(exc)}; the {VERB[hop.direction]} of revision "
-                              f"{hop.revision} was rolled back and the database stays at {now}")
-        return StepFailed(f"{what} failed and was rolled back; the database stays at {now}: "
-                          f"{type(exc).__name__}: {_scrub(_reason(exc), self.runner.url)}")
+    def _failure(self, hop: Hop, exc: Exception, ours: bool, split: bool = False) -> StepFailed:
+        return failure(self.runner, hop, exc, ours=ours, split=split)
 
 
 class Session:
@@ -386,14 +386,3 @@ class Session:
         # Wait for the worker to let go of the connection (and of Alembic's lock) before the
         # next database starts; a cancelled caller does not wait for a revision still running.
         await asyncio.shield(self._served)
-
-
-def _reason(exc: BaseException) -> str:
-    """A driver error without SQLAlchemy's wrapping and background link."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text or type(exc).__name__
-
-
-def fmt(heads: tuple[str, ...]) -> str:
-    return ", ".join(heads) if heads else "base (no revision)"
