@@ -255,6 +255,38 @@ def test_failing_second_revision_on_postgresql(shop: System) -> None:
     assert_services_at(shop.root, "v1")
 
 
+def test_a_concurrent_index_in_an_autocommit_block_applies_and_reverts(shop: System) -> None:
+    """CREATE INDEX CONCURRENTLY, which the plan's risk check recommends, runs outside any
+    transaction: in Alembic's autocommit_block(), journaled as one step like any revision."""
+    shop.run("apply", "v1", check=0)
+    add_revision(shop.root, "orders", "o4_status_idx", "o3_status",
+                 """op.add_column('orders', sa.Column('region', sa.Text))
+                 with op.get_context().autocommit_block(): op.create_index('ix_orders_status', 'orders', ['status'], postgresql_concurrently=True)""",  # noqa: E501
+                 """with op.get_context().autocommit_block(): op.drop_index('ix_orders_status', 'orders', postgresql_concurrently=True)
+                 op.drop_column('orders', 'region')""")  # noqa: E501
+
+    result = shop.json("apply", "v2")
+    assert result["state"] == "applied"
+    assert [(s["revision"], s["outcome"]) for s in result["steps"] if s["node"] == "orders-db"] == [
+        ("o4_status_idx", "ok")]
+    version, tables = shop.schema("orders-db")
+    assert version == "o4_status_idx" and "region" in tables["orders"]
+    assert "ix_orders_status" in _indexes(shop.urls["orders-db"], "orders")
+
+    shop.run("revert", check=0)
+    version, tables = shop.schema("orders-db")
+    assert version == "o3_status" and "region" not in tables["orders"]
+    assert "ix_orders_status" not in _indexes(shop.urls["orders-db"], "orders")
+
+
+def _indexes(url: str, table: str) -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return {i["name"] for i in sa.inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.slow
 def test_archived_scripts_revert_after_checkout(any_shop: System) -> None:
     # On PostgreSQL the databases need a password: written into orders-db's manifest, and inside
