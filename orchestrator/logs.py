@@ -31,9 +31,10 @@ def _timestamp(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, A
     global _second
     now = time.time()
     sec = int(now)
-    if sec != _second[0]:
-        _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    event["ts"] = f"{_second[1]}.{int((now - sec) * 1e6):06d}Z"
+    cached = _second  # read once: another thread may replace it meanwhile
+    if sec != cached[0]:
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    event["ts"] = f"{cached[1]}.{int((now - sec) * 1e6):06d}Z"
     return event
 
 

@@ -196,16 +196,21 @@ class Run:
             kind=intent.kind, host=intent.host, action=intent.action, revision=intent.revision,
             before=intent.before, after=intent.after))
         # A thread's future: an early start hands it to a worker thread, which must hear the
-        # answer even if this loop is no longer turning.
-        go: Future[bool] = Future()
-        started = asyncio.ensure_future(start(go)) if early else None
+        # answer even if this loop is no longer turning. Only early steps pay for one.
+        go: Future[bool] | None = None
+        started = None
+        if early:
+            assert gate is None, "an early start runs before any slot could be taken"
+            go = Future()
+            started = asyncio.ensure_future(start(go))
         try:
             step_id: int = await write
             self._hit("after-intent", intent)
             t0 = time.monotonic()
             async with gate or contextlib.nullcontext():
                 if self.stopping:  # it began while the intent was being written or a slot awaited
-                    await _called_off(go, started)
+                    if go is not None:
+                        await _called_off(go, started)
                     await self.writer.write(functools.partial(
                         self.journal.write_outcome, step_id=step_id, status=Outcome.SKIPPED,
                         detail=NOT_STARTED))
@@ -213,11 +218,12 @@ class Run:
                                  action=intent.action, revision=intent.revision)
                     log.info(f"{intent.action}.not_started", why=NOT_STARTED)
                     return False
-                go.set_result(True)  # an early start commits meanwhile
+                if go is not None:
+                    go.set_result(True)  # the early start commits meanwhile
                 log.info(f"{intent.action}.start", **start_fields)
                 value = await (started if started is not None else start())
         finally:
-            if started is not None and not started.done():  # the intent failed, or we were cancelled
+            if go is not None and not started.done():  # the intent failed, or we were cancelled
                 await _called_off(go, started)
         result = await finish(value)
         self._hit("after-command", intent)
@@ -248,10 +254,9 @@ class Run:
         return result.ok
 
 
-async def _called_off(go: Future[bool], started: asyncio.Future[Any] | None) -> None:
+async def _called_off(go: Future[bool], started: asyncio.Future[Any]) -> None:
     """An early start told not to go on, and waited for: what it prepared is undone before the
     step is journaled as not started or the error goes up."""
     if not go.done():
         go.set_result(False)
-    if started is not None:
-        await asyncio.gather(asyncio.shield(started), return_exceptions=True)
+    await asyncio.gather(asyncio.shield(started), return_exceptions=True)

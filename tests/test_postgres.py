@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import SERVICES, cli, closed_port, copy_demo, current, events, fail_orders_on, journal_rows, slow_deploys
+from test_migrations import indexes
 
 pytestmark = pytest.mark.e2e  # release runs as a process of its own
 
@@ -271,20 +272,12 @@ def test_a_concurrent_index_in_an_autocommit_block_applies_and_reverts(shop: Sys
         ("o4_status_idx", "ok")]
     version, tables = shop.schema("orders-db")
     assert version == "o4_status_idx" and "region" in tables["orders"]
-    assert "ix_orders_status" in _indexes(shop.urls["orders-db"], "orders")
+    assert "ix_orders_status" in indexes(shop.urls["orders-db"], "orders")
 
     shop.run("revert", check=0)
     version, tables = shop.schema("orders-db")
     assert version == "o3_status" and "region" not in tables["orders"]
-    assert "ix_orders_status" not in _indexes(shop.urls["orders-db"], "orders")
-
-
-def _indexes(url: str, table: str) -> set[str]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        return {i["name"] for i in sa.inspect(engine).get_indexes(table)}
-    finally:
-        engine.dispose()
+    assert "ix_orders_status" not in indexes(shop.urls["orders-db"], "orders")
 
 
 @pytest.mark.slow

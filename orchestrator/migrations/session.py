@@ -62,9 +62,10 @@ class _Request:
         try:
             return self.go.result(timeout=GO_WAIT)
         except TimeoutError:
-            # Never commit unconfirmed, and never let the caller take the revision for applied.
-            raise StepFailed(f"the journal did not confirm the intent of revision {self.hop.revision} "
-                             f"within {GO_WAIT:.0f} s; the revision was rolled back") from None
+            # Never commit unconfirmed, and never let the caller take the revision for applied:
+            # the revision fails, rolled back, with the database's and revision's names.
+            raise TimeoutError(f"the journal did not confirm the revision's intent within "
+                               f"{GO_WAIT:.0f} s") from None
 
     @property
     def called_off(self) -> bool:
@@ -193,7 +194,7 @@ class HopSession:
             script = self.scripts.directory()
             run.trans = self._begin(conn)
         except Exception as exc:
-            self._resolve_failure(first, exc, True)
+            self._resolve_failure(first, exc, ours=True)
             return self._take()
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[MigrationStep]:
@@ -201,7 +202,7 @@ class HopSession:
             # transaction; the heads it read are where the database really is.
             run.ours = context.connection is conn
             if run.ours:
-                context.autocommit_block = functools.partial(self._autocommit_block, run, context)  # type: ignore[method-assign]
+                context.autocommit_block = functools.partial(self._autocommit_block, run, context, conn)  # type: ignore[method-assign]
             # Alembic checks that each version-table write hits exactly one row and reports the
             # heads it leaves: no query of ours per revision for them.
             context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, run.record)
@@ -245,7 +246,7 @@ class HopSession:
         except Exception as exc:
             self._rollback(run)
             if run.current is not None:
-                self._resolve_failure(run.current, exc, run.ours is not False, split=run.split)
+                self._resolve_failure(run.current, exc, ours=run.ours is not False, split=run.split)
             else:
                 get_logger(node=self.runner.name).warning(
                     "migrate.env_failed", why=f"{type(exc).__name__}: {_scrub(str(exc), self.runner.url)}")
@@ -256,25 +257,21 @@ class HopSession:
         return None if run.closed else self._take()
 
     @contextlib.contextmanager
-    def _autocommit_block(self, run: _EnvRun, context: MigrationContext) -> Iterator[None]:
-        """Alembic's `autocommit_block()` for a revision in our transaction. Alembic commits the
-        transaction it began itself, and ours is not one: it is handed ours to commit (the work
-        before the block, once the intent is durable), runs the block outside any transaction,
-        and begins the transaction that the rest of the revision and our COMMIT go on in."""
+    def _autocommit_block(self, run: _EnvRun, context: MigrationContext, conn: Connection) -> Iterator[None]:
+        """Alembic's `autocommit_block()` for a revision in our transaction, which Alembic would
+        not commit (it commits only one it began itself): we commit the work before the block
+        (once the intent is durable, like the revision's last commit), Alembic runs the block
+        outside any transaction, and the rest of the revision goes on in a new one of ours."""
         request = run.current
-        assert request is not None
+        assert request is not None and run.trans is not None
         if not request.may_commit():
             raise StepFailed(f"{what(self.runner, request.hop)}: called off before its autocommit_block(); "
                              "rolled back")
-        run.split = True
-        context._transaction = run.trans
-        try:
-            with MigrationContext.autocommit_block(context):
-                yield
-        finally:
-            if context._transaction is not None and context._transaction is not run.trans:
-                run.trans = context._transaction  # type: ignore[assignment]
-            context._transaction = None
+        run.trans.commit()
+        run.split = True  # only now is a part of the revision in the database
+        with MigrationContext.autocommit_block(context):
+            yield
+        run.trans = self._begin(conn)  # bounded by the revision's timeout again
 
     def _call_off(self, run: _EnvRun, heads: tuple[str, ...]) -> None:
         """The caller said the hop must not happen: whatever it ran is rolled back."""
@@ -350,12 +347,9 @@ class HopSession:
         if not done:
             raise NotAtExpectedRevision(f"after the {VERB[hop.direction]} the version table reads {fmt(after)}")
 
-    def _resolve_failure(self, request: _Request, exc: Exception, ours: bool, split: bool = False) -> None:
+    def _resolve_failure(self, request: _Request, exc: Exception, *, ours: bool, split: bool = False) -> None:
         if not request.future.done():
-            request.future.set_exception(self._failure(request.hop, exc, ours, split))
-
-    def _failure(self, hop: Hop, exc: Exception, ours: bool, split: bool = False) -> StepFailed:
-        return failure(self.runner, hop, exc, ours=ours, split=split)
+            request.future.set_exception(failure(self.runner, request.hop, exc, ours=ours, split=split))
 
 
 class Session:
